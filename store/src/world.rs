@@ -1,0 +1,302 @@
+//! The world: Isobar's declarative configuration model.
+//!
+//! One `World` is what a `world.toml` describes and what the store keeps: zones, regions,
+//! PoPs, services with their endpoints, client-group overrides and global settings. It is
+//! plain data; parsing lives in [`crate::config`], persistence in [`crate::Store`].
+//!
+//! Every collection is kept sorted by name (see [`World::normalize`]) so that two worlds
+//! describing the same thing compare equal and export identically.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole declarative configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct World {
+    /// Defaults applied to services that do not set their own values.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Probe and health settings.
+    #[serde(default)]
+    pub health: HealthSettings,
+    /// Named geographic regions (client demand areas, PoP grouping).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<Region>,
+    /// Points of presence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pops: Vec<Pop>,
+    /// Authoritative zones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<Zone>,
+    /// GSLB names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
+    /// CIDR overrides: clients in these prefixes belong to the named group whatever GeoIP says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_groups: Vec<ClientGroup>,
+}
+
+/// Service defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// TTL of GSLB answers, seconds.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// Addresses per answer (per address family).
+    #[serde(default = "default_answers")]
+    pub answers: u32,
+    /// Where clients whose location is unknown are assumed to be. When unset they get the
+    /// PoPs in name order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// Size of the geographic grid cells clients are grouped into, degrees.
+    #[serde(default = "default_cell_degrees")]
+    pub cell_degrees: f64,
+}
+
+/// Probe and health settings. A target goes down after `fall` consecutive failed probes and
+/// comes back up after `rise` consecutive successful ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// Probe interval, milliseconds.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u32,
+    /// Probe timeout, milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u32,
+    /// Consecutive failures that take an up target down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Consecutive successes that bring a down target up.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+}
+
+/// A latitude/longitude pair, degrees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    /// Latitude, -90..=90.
+    pub lat: f64,
+    /// Longitude, -180..=180.
+    pub lon: f64,
+}
+
+/// A named geographic region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    /// Unique name, e.g. "eu".
+    pub name: String,
+    /// Latitude of the region's centre of demand.
+    pub lat: f64,
+    /// Longitude of the region's centre of demand.
+    pub lon: f64,
+}
+
+/// A point of presence: a site that hosts endpoints and replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pop {
+    /// Unique name, e.g. "fra1".
+    pub name: String,
+    /// The region it belongs to (must be declared in `regions`).
+    pub region: String,
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+    /// Request capacity, queries or requests per second (steering).
+    #[serde(default)]
+    pub capacity: u64,
+    /// How many service replicas the PoP can hold (placement).
+    #[serde(default)]
+    pub replica_slots: u32,
+    /// Free-form labels (provider, tier, zone, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An authoritative zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    /// Absolute origin with the trailing dot, lowercase, e.g. "demo.isobar.test.".
+    pub name: String,
+    /// An RFC 1035 master file to read the records from, relative to the config file.
+    /// After parsing the records are held inline and this is cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Records in master-file syntax, one per entry. After parsing each entry is canonical:
+    /// `<absolute owner> <ttl> IN <TYPE> <rdata>`, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<String>,
+}
+
+/// A GSLB name and how to answer it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Absolute name with the trailing dot, lowercase, inside one of the zones.
+    pub name: String,
+    /// Answer TTL, seconds (default: `defaults.ttl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+    /// Addresses per answer and family (default: `defaults.answers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<u32>,
+    /// Steer on EDNS Client Subnet when present (default true).
+    #[serde(default = "default_true")]
+    pub ecs: bool,
+    /// Regions where this service's users are (placement demand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub demand: Vec<String>,
+    /// The addresses that can answer for this name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One address that can answer for a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// The PoP it lives in.
+    pub pop: String,
+    /// The IPv4 or IPv6 address handed to clients.
+    pub address: String,
+    /// TCP health-check target `host:port`. When unset the endpoint is never probed and
+    /// counts as up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    /// Relative weight inside its PoP (default 100).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Free-form labels (e.g. version = "v2").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A CIDR override group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientGroup {
+    /// Unique name.
+    pub name: String,
+    /// Prefixes whose clients belong to this group.
+    pub cidrs: Vec<String>,
+    /// The region whose centre stands for these clients' location.
+    pub region: String,
+}
+
+// === impl World ===
+
+impl World {
+    /// Sorts every collection so equal worlds compare and serialize identically.
+    pub fn normalize(&mut self) {
+        self.regions.sort_by(|a, b| a.name.cmp(&b.name));
+        self.pops.sort_by(|a, b| a.name.cmp(&b.name));
+        self.zones.sort_by(|a, b| a.name.cmp(&b.name));
+        for zone in &mut self.zones {
+            zone.records.sort();
+        }
+        self.services.sort_by(|a, b| a.name.cmp(&b.name));
+        for service in &mut self.services {
+            service
+                .endpoints
+                .sort_by(|a, b| (&a.pop, &a.address).cmp(&(&b.pop, &b.address)));
+        }
+        self.client_groups.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// The PoP with this name.
+    pub fn pop(&self, name: &str) -> Option<&Pop> {
+        self.pops.iter().find(|p| p.name == name)
+    }
+
+    /// The region with this name.
+    pub fn region(&self, name: &str) -> Option<&Region> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
+    /// The service with this name (absolute, lowercase).
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+// === impl Service ===
+
+impl Service {
+    /// The effective TTL.
+    pub fn ttl(&self, defaults: &Defaults) -> u32 {
+        self.ttl.unwrap_or(defaults.ttl)
+    }
+
+    /// The effective answer count per family.
+    pub fn answers(&self, defaults: &Defaults) -> u32 {
+        self.answers.unwrap_or(defaults.answers)
+    }
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// The health target id probers report against (`tcp://host:port`), if checked.
+    pub fn target_id(&self) -> Option<String> {
+        self.check.as_ref().map(|c| format!("tcp://{c}"))
+    }
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            ttl: default_ttl(),
+            answers: default_answers(),
+            location: None,
+            cell_degrees: default_cell_degrees(),
+        }
+    }
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_interval_ms(),
+            timeout_ms: default_timeout_ms(),
+            fall: default_fall(),
+            rise: default_rise(),
+        }
+    }
+}
+
+fn default_ttl() -> u32 {
+    30
+}
+fn default_answers() -> u32 {
+    2
+}
+fn default_cell_degrees() -> f64 {
+    5.0
+}
+fn default_interval_ms() -> u32 {
+    1000
+}
+fn default_timeout_ms() -> u32 {
+    800
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_weight() -> u32 {
+    100
+}
+fn default_true() -> bool {
+    true
+}
