@@ -1,0 +1,123 @@
+//! `isobar.v1.Admin`: apply and export the world config, read state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use isobar_proto::v1::admin_server::Admin;
+use isobar_proto::v1::{
+    ApplyConfigRequest, ApplyConfigResponse, ExportConfigRequest, ExportConfigResponse,
+    GetStateRequest, State, TargetHealth,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{Scheduler, SchedulerError};
+
+pub(super) struct AdminService {
+    scheduler: Arc<Scheduler>,
+}
+
+impl AdminService {
+    pub(super) fn new(scheduler: Arc<Scheduler>) -> Self {
+        Self { scheduler }
+    }
+}
+
+/// Who is calling, for the audit log: the `x-isobar-actor` header, else the peer address.
+pub(super) fn actor<T>(request: &Request<T>) -> String {
+    let named = request
+        .metadata()
+        .get("x-isobar-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let peer = request
+        .remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    match named {
+        Some(name) => format!("{name} ({peer})"),
+        None => format!("grpc ({peer})"),
+    }
+}
+
+/// Maps scheduler errors onto gRPC codes.
+pub(super) fn status_from(err: SchedulerError) -> Status {
+    match &err {
+        SchedulerError::Config(_) => Status::invalid_argument(err.to_string()),
+        SchedulerError::Policy(crate::placement::PolicyError::UnknownService(_)) => {
+            Status::not_found(err.to_string())
+        }
+        SchedulerError::Policy(_) => Status::invalid_argument(err.to_string()),
+        SchedulerError::NoPlacement(_) => Status::not_found(err.to_string()),
+        SchedulerError::Store(_) | SchedulerError::Solve(_) => {
+            tracing::error!(error = %err, "internal error");
+            Status::internal(err.to_string())
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn apply_config(
+        &self,
+        request: Request<ApplyConfigRequest>,
+    ) -> Result<Response<ApplyConfigResponse>, Status> {
+        let fallback_actor = actor(&request);
+        let req = request.into_inner();
+        let actor = if req.actor.is_empty() {
+            fallback_actor
+        } else {
+            format!("{} via {fallback_actor}", req.actor)
+        };
+        let source = if req.source_name.is_empty() {
+            "config"
+        } else {
+            req.source_name.as_str()
+        };
+        let files: BTreeMap<String, String> = req.files.into_iter().collect();
+        let applied = self
+            .scheduler
+            .apply_config(source, &req.toml, &files, req.dry_run, &actor)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(ApplyConfigResponse {
+            changed: applied.changed,
+            config_version: applied.config_version,
+            diff: applied.diff,
+        }))
+    }
+
+    async fn export_config(
+        &self,
+        _request: Request<ExportConfigRequest>,
+    ) -> Result<Response<ExportConfigResponse>, Status> {
+        let (world, config_version) = self.scheduler.world();
+        Ok(Response::new(ExportConfigResponse {
+            toml: isobar_store::config::to_toml(&world),
+            config_version,
+        }))
+    }
+
+    async fn get_state(
+        &self,
+        _request: Request<GetStateRequest>,
+    ) -> Result<Response<State>, Status> {
+        let (_, config_version) = self.scheduler.world();
+        let snapshot_version = self.scheduler.watch_snapshots().borrow().version;
+        let targets = self
+            .scheduler
+            .health_report()
+            .into_iter()
+            .map(|(id, h)| TargetHealth {
+                target_id: id,
+                state: h.state.as_str().to_owned(),
+                reason: h.reason,
+                since_unix_ms: h.since_unix_ms,
+            })
+            .collect();
+        Ok(Response::new(State {
+            config_version,
+            snapshot_version,
+            targets,
+        }))
+    }
+}
