@@ -1,0 +1,152 @@
+//! GeoIP: client address → (latitude, longitude) and the MMDB network that decided it.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use maxminddb::Reader;
+use serde::Deserialize;
+
+/// Why a GeoIP database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum GeoError {
+    /// The file could not be read or is not a valid MMDB database.
+    #[error("cannot open geoip database {path}: {source}")]
+    Open {
+        /// The path given.
+        path: String,
+        /// The reader's error.
+        source: maxminddb::MaxMindDbError,
+    },
+    /// The bytes are not a valid MMDB database.
+    #[error("invalid geoip database: {0}")]
+    Invalid(maxminddb::MaxMindDbError),
+}
+
+/// A located client address.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GeoHit {
+    /// Latitude in degrees.
+    pub lat: f64,
+    /// Longitude in degrees.
+    pub lon: f64,
+    /// Prefix length of the database network holding the address, in the address's own
+    /// family (an IPv4 address in an IPv6-tree database reports an IPv4 length).
+    pub prefix_len: u8,
+}
+
+/// The outcome of one lookup, located or not.
+///
+/// An unlocated address still has a network: the database region without data that holds
+/// it. ECS answers must carry that length as their scope, not 0, or a resolver would reuse
+/// the "location unknown" answer for every client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GeoLookup {
+    /// (latitude, longitude) when the database has a location for the address.
+    pub location: Option<(f64, f64)>,
+    /// Prefix length of the database network (with or without data) holding the address.
+    /// On a lookup error this is the full address length, the only scope that is safe.
+    pub prefix_len: u8,
+}
+
+/// A read-only GeoIP2/GeoLite2 City-shaped database (also DB-IP City Lite), held in memory.
+pub struct GeoDb {
+    reader: Reader<Vec<u8>>,
+}
+
+/// The subset of a City record we read. Everything else is skipped without decoding.
+#[derive(Deserialize)]
+struct CityLocation {
+    location: Option<Location>,
+}
+
+#[derive(Deserialize)]
+struct Location {
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+}
+
+impl GeoDb {
+    /// Reads a database file fully into memory.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, GeoError> {
+        let path = path.as_ref();
+        let reader = Reader::open_readfile(path).map_err(|source| GeoError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self { reader })
+    }
+
+    /// Wraps database bytes already in memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, GeoError> {
+        let reader = Reader::from_source(bytes).map_err(GeoError::Invalid)?;
+        Ok(Self { reader })
+    }
+
+    /// The database type from its metadata, e.g. `GeoLite2-City`.
+    pub fn database_type(&self) -> &str {
+        &self.reader.metadata().database_type
+    }
+
+    /// The location of `ip`, if the database has one.
+    pub fn lookup(&self, ip: IpAddr) -> Option<GeoHit> {
+        let found = self.locate(ip);
+        found.location.map(|(lat, lon)| GeoHit {
+            lat,
+            lon,
+            prefix_len: found.prefix_len,
+        })
+    }
+
+    /// The location of `ip` (if any) and the length of the database network holding it.
+    pub fn locate(&self, ip: IpAddr) -> GeoLookup {
+        // No `to_canonical()` here: an ECS address of family IPv6 must get an IPv6 prefix
+        // length back, even when it is IPv4-mapped.
+        let full = match ip {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        let Ok(result) = self.reader.lookup(ip) else {
+            // An IPv6 address against an IPv4-only database: nothing in the database can
+            // ever locate any IPv6 client, so the whole family shares the answer.
+            return GeoLookup {
+                location: None,
+                prefix_len: if ip.is_ipv6() && self.reader.metadata().ip_version == 4 {
+                    0
+                } else {
+                    full
+                },
+            };
+        };
+        let prefix_len = match result.network() {
+            // maxminddb already reports IPv4 lengths for IPv4 lookups in an IPv6 tree, except
+            // when the lookup ended above the IPv4 subtree: that network is wider than all of
+            // IPv4, so in IPv4 terms it is /0.
+            Ok(net) if net.is_ipv4() == ip.is_ipv4() => net.prefix(),
+            Ok(_) => 0,
+            Err(_) => full,
+        };
+        let location = match result.decode::<CityLocation>() {
+            Ok(Some(CityLocation {
+                location:
+                    Some(Location {
+                        latitude: Some(lat),
+                        longitude: Some(lon),
+                    }),
+            })) if lat.is_finite() && lon.is_finite() => Some((lat, lon)),
+            _ => None,
+        };
+        GeoLookup {
+            location,
+            prefix_len,
+        }
+    }
+}
+
+impl std::fmt::Debug for GeoDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeoDb")
+            .field("database_type", &self.database_type())
+            .field("ip_version", &self.reader.metadata().ip_version)
+            .finish()
+    }
+}

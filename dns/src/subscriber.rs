@@ -1,0 +1,288 @@
+//! Keeps the engine fed: watches the scheduler's snapshots, reconnects, and persists them.
+//!
+//! The engine serves its last good snapshot whatever happens here: a lost scheduler, a
+//! rejected snapshot or a failed write only delay the next update. The persisted copy lets
+//! a restarted frontend answer before the scheduler is reachable again.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use isobar_proto::v1::steering_client::SteeringClient;
+use isobar_proto::v1::{Snapshot, WatchSnapshotRequest};
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::engine::Engine;
+use crate::snapshot::SnapshotError;
+
+/// First reconnect delay; doubled after each failed attempt.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// Reconnect delay ceiling.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Bound on establishing the connection to the scheduler.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings on the watch stream, so a scheduler that vanished without closing the
+/// connection is noticed even when no snapshot is due.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest snapshot accepted, on the wire or from disk. A 5° grid with 500 services is
+/// about 5 MiB; this leaves an order of magnitude of headroom.
+pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Where and how to subscribe.
+#[derive(Debug, Clone)]
+pub struct SubscriberConfig {
+    /// The scheduler's gRPC endpoint, e.g. `http://127.0.0.1:50051`.
+    pub endpoint: String,
+    /// Sent as `authorization: Bearer <token>` when set.
+    pub token: Option<String>,
+    /// This frontend's name, for the scheduler's logs and metrics.
+    pub frontend: String,
+    /// Where to keep the last installed snapshot, if anywhere.
+    pub persist_path: Option<PathBuf>,
+}
+
+/// A configuration the subscriber cannot start with.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriberError {
+    /// The endpoint is not a valid URI.
+    #[error("invalid scheduler endpoint {endpoint:?}: {source}")]
+    Endpoint {
+        /// The endpoint given.
+        endpoint: String,
+        /// tonic's reason.
+        source: tonic::transport::Error,
+    },
+    /// The token cannot be sent as an HTTP header value.
+    #[error("the scheduler token contains characters not allowed in a header")]
+    Token,
+}
+
+/// A persisted snapshot that could not be written or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// Reading or writing the file failed.
+    #[error("snapshot file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file is larger than any snapshot we accept.
+    #[error("snapshot file {path} is {size} bytes, more than the {MAX_SNAPSHOT_BYTES} accepted")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// The file is not an encoded snapshot.
+    #[error("snapshot file {path} is corrupt: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The protobuf decoding error.
+        source: prost::DecodeError,
+    },
+    /// The file decodes but the snapshot is invalid.
+    #[error("snapshot file {path} holds an invalid snapshot: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why it was rejected.
+        source: SnapshotError,
+    },
+}
+
+/// Installs the snapshot persisted at `path`, if the file exists. Returns the version then
+/// served. Errors leave the engine as it was; callers log them and carry on.
+pub fn load_persisted(path: &Path, engine: &Engine) -> Result<Option<u64>, PersistError> {
+    let io_err = |source| PersistError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let size = match std::fs::metadata(path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    };
+    if size > MAX_SNAPSHOT_BYTES as u64 {
+        return Err(PersistError::TooLarge {
+            path: path.to_owned(),
+            size,
+        });
+    }
+    let bytes = std::fs::read(path).map_err(io_err)?;
+    let snapshot = Snapshot::decode(bytes.as_slice()).map_err(|source| PersistError::Corrupt {
+        path: path.to_owned(),
+        source,
+    })?;
+    let version = engine
+        .install(&snapshot)
+        .map_err(|source| PersistError::Invalid {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(Some(version))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, flushed, then renamed,
+/// so a crash leaves either the old snapshot or the new one, never half of one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    // Make the rename itself durable; not every platform lets a directory be synced.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(dir) = std::fs::File::open(dir)
+    {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+/// Watches snapshots from the scheduler until `shutdown` is cancelled, installing each into
+/// `engine` and persisting it. Reconnects with jittered exponential backoff (100 ms doubling
+/// to 5 s). Returns an error only for a configuration it can never work with.
+pub async fn run(
+    cfg: SubscriberConfig,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+) -> Result<(), SubscriberError> {
+    let endpoint = Endpoint::from_shared(cfg.endpoint.clone())
+        .map_err(|source| SubscriberError::Endpoint {
+            endpoint: cfg.endpoint.clone(),
+            source,
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    let auth = cfg
+        .token
+        .as_deref()
+        .map(|t| format!("Bearer {t}").parse::<MetadataValue<Ascii>>())
+        .transpose()
+        .map_err(|_| SubscriberError::Token)?;
+
+    let mut backoff = INITIAL_BACKOFF;
+    loop {
+        let mut received = false;
+        let result = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Ok(()),
+            r = watch(&endpoint, &cfg, auth.as_ref(), &engine, &mut received) => r,
+        };
+        match result {
+            Ok(()) => tracing::info!(endpoint = %cfg.endpoint, "snapshot stream ended"),
+            Err(error) => {
+                tracing::warn!(endpoint = %cfg.endpoint, %error, "snapshot stream failed")
+            }
+        }
+        if received {
+            backoff = INITIAL_BACKOFF;
+        }
+        // Equal jitter: half the delay is fixed, half random, so a fleet of frontends that
+        // lost the scheduler together does not reconnect in lockstep.
+        let delay = backoff.mul_f64(rand::random_range(0.5..=1.0));
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Why one watch attempt ended.
+#[derive(Debug, thiserror::Error)]
+enum WatchError {
+    #[error("connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("rpc: {0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("snapshot install task: {0}")]
+    Install(#[from] tokio::task::JoinError),
+}
+
+/// One connection: stream snapshots until the stream ends or fails.
+async fn watch(
+    endpoint: &Endpoint,
+    cfg: &SubscriberConfig,
+    auth: Option<&MetadataValue<Ascii>>,
+    engine: &Arc<Engine>,
+    received: &mut bool,
+) -> Result<(), WatchError> {
+    let channel: Channel = endpoint.connect().await?;
+    let mut client = SteeringClient::new(channel).max_decoding_message_size(MAX_SNAPSHOT_BYTES);
+    let mut request = tonic::Request::new(WatchSnapshotRequest {
+        frontend: cfg.frontend.clone(),
+        have_version: engine.version(),
+    });
+    if let Some(auth) = auth {
+        request.metadata_mut().insert("authorization", auth.clone());
+    }
+    let mut stream = client.watch_snapshot(request).await?.into_inner();
+    tracing::info!(endpoint = %cfg.endpoint, have_version = engine.version(), "watching snapshots");
+    while let Some(snapshot) = stream.message().await? {
+        *received = true;
+        let served_before = engine.version();
+        // Validating and indexing a large snapshot is CPU work; keep it off the runtime
+        // threads that answer queries.
+        let installer = Arc::clone(engine);
+        let (snapshot, installed) = tokio::task::spawn_blocking(move || {
+            let installed = installer.install(&snapshot);
+            (snapshot, installed)
+        })
+        .await?;
+        match installed {
+            Ok(version) if version > served_before => {
+                tracing::info!(
+                    version,
+                    config_version = snapshot.config_version,
+                    "snapshot installed"
+                );
+                if let Some(path) = &cfg.persist_path {
+                    persist(path, &snapshot).await;
+                }
+            }
+            Ok(version) => {
+                tracing::debug!(
+                    offered = snapshot.version,
+                    served = version,
+                    "older snapshot ignored"
+                );
+            }
+            Err(error) => {
+                tracing::error!(version = snapshot.version, %error, "snapshot rejected; still serving the previous one");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn persist(path: &Path, snapshot: &Snapshot) {
+    let bytes = snapshot.encode_to_vec();
+    let target = path.to_owned();
+    let written = tokio::task::spawn_blocking(move || write_atomically(&target, &bytes)).await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(path = %path.display(), %error, "cannot persist snapshot");
+        }
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "snapshot persist task failed")
+        }
+    }
+}

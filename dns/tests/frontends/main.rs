@@ -1,0 +1,9 @@
+//! Frontend tests over real sockets: DNS (UDP/TCP), HTTPDNS, the gRPC subscriber, and
+//! snapshot validation. One binary, so the suite links once.
+
+mod dns;
+mod geo;
+mod httpdns;
+mod snapshots;
+mod subscriber;
+mod support;
