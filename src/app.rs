@@ -1,0 +1,298 @@
+//! `isobar serve`: starts the selected roles and stops them together.
+//!
+//! Every role talks to the scheduler through the gRPC contracts, also when they share a
+//! process: the frontends subscribe to `WatchSnapshot` and the prober to `WatchTargets` on the
+//! scheduler's own listener, exactly as they would from another machine.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use isobar_dns::{DnsLimits, DnsServer, Engine, GeoDb};
+use isobar_scheduler::Scheduler;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How long shutdown waits for tasks to finish before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Most HTTP requests handled at once; further requests wait for a slot.
+pub const HTTP_MAX_IN_FLIGHT: usize = 1024;
+
+/// A role one process can play.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Store, health, steering and placement; serves gRPC.
+    Scheduler,
+    /// Authoritative DNS frontend.
+    Dns,
+    /// HTTPDNS frontend (and, in the demo, the demo controls).
+    Http,
+    /// Probe agent.
+    Prober,
+}
+
+/// Everything `isobar serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Roles to run.
+    pub roles: BTreeSet<Role>,
+    /// Store URL (`sqlite://file`, a path, or `postgres://...`).
+    pub db: String,
+    /// World config to apply at start (scheduler role).
+    pub config: Option<PathBuf>,
+    /// DNS listen address (UDP and TCP).
+    pub dns: SocketAddr,
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// gRPC listen address (scheduler role).
+    pub grpc: SocketAddr,
+    /// Scheduler URL for frontends and prober; `None` = this process's own gRPC listener.
+    pub scheduler_url: Option<String>,
+    /// Bearer token for gRPC.
+    pub token: Option<String>,
+    /// GeoIP database (MaxMind format, City-shaped records).
+    pub geoip: Option<PathBuf>,
+    /// Where frontends keep their last good snapshot.
+    pub data_dir: PathBuf,
+    /// This process's name as a prober vantage and frontend.
+    pub node_name: String,
+    /// DNS limits.
+    pub dns_limits: DnsLimits,
+}
+
+/// The running roles. Drop does not stop them: call [`Running::stop`].
+pub struct Running {
+    /// Bound DNS address, when the DNS role runs.
+    pub dns: Option<SocketAddr>,
+    /// Bound HTTP address, when the HTTP role runs.
+    pub http: Option<SocketAddr>,
+    /// Bound gRPC address, when the scheduler role runs.
+    pub grpc: Option<SocketAddr>,
+    /// The scheduler, when this process runs it.
+    pub scheduler: Option<Arc<Scheduler>>,
+    /// The frontends' answer engine, when this process runs one.
+    pub engine: Option<Arc<Engine>>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    dns_server: Option<DnsServer>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            roles: [Role::Scheduler, Role::Dns, Role::Http, Role::Prober].into(),
+            db: "sqlite://isobar.db".into(),
+            config: None,
+            dns: SocketAddr::from(([127, 0, 0, 1], 5353)),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            scheduler_url: None,
+            token: None,
+            geoip: None,
+            data_dir: PathBuf::from(".isobar"),
+            node_name: "local".into(),
+            dns_limits: DnsLimits::default(),
+        }
+    }
+}
+
+/// Starts the roles in `opts`. `extra_http` is merged into the HTTP role's router (the demo
+/// adds its controls there). Fails without leaving anything running.
+pub async fn start(
+    opts: ServeOptions,
+    extra_http: Option<axum::Router>,
+) -> anyhow::Result<Running> {
+    if opts.roles.is_empty() {
+        bail!("no roles selected");
+    }
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let mut running = Running {
+        dns: None,
+        http: None,
+        grpc: None,
+        scheduler: None,
+        engine: None,
+        shutdown: shutdown.clone(),
+        tasks: JoinSet::new(),
+        dns_server: None,
+    };
+    let token = opts.token.clone().filter(|t| !t.is_empty());
+
+    if opts.roles.contains(&Role::Scheduler) {
+        isobar_scheduler::grpc::check_listener_auth(opts.grpc, token.as_deref())?;
+        let store = isobar_store::Store::open(&opts.db)
+            .await
+            .with_context(|| format!("opening store {}", opts.db))?;
+        let scheduler = Scheduler::open(store).await?;
+        if let Some(path) = &opts.config {
+            apply_file(&scheduler, path).await?;
+        }
+        let listener = TcpListener::bind(opts.grpc)
+            .await
+            .with_context(|| format!("binding gRPC on {}", opts.grpc))?;
+        let addr = listener.local_addr()?;
+        scheduler.spawn(&mut tasks, shutdown.clone());
+        let sched = Arc::clone(&scheduler);
+        let token = token.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(err) = isobar_scheduler::grpc::serve(listener, sched, token, stop).await {
+                warn!(error = %err, "gRPC server stopped with an error");
+            }
+        });
+        info!(%addr, "scheduler gRPC listening");
+        running.grpc = Some(addr);
+        running.scheduler = Some(scheduler);
+    }
+
+    let scheduler_url = match (&opts.scheduler_url, running.grpc) {
+        (Some(url), _) => url.clone(),
+        (None, Some(addr)) => format!("http://{addr}"),
+        (None, None) => {
+            bail!("--scheduler URL is required when this process does not run the scheduler role")
+        }
+    };
+
+    if opts.roles.contains(&Role::Dns) || opts.roles.contains(&Role::Http) {
+        let geo = match &opts.geoip {
+            Some(path) => {
+                Some(Arc::new(GeoDb::open(path).with_context(|| {
+                    format!("opening GeoIP database {}", path.display())
+                })?))
+            }
+            None => {
+                warn!("no GeoIP database (--geoip): clients are located by CIDR overrides only");
+                None
+            }
+        };
+        let engine = Engine::new(geo);
+        std::fs::create_dir_all(&opts.data_dir)
+            .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
+        let persist = opts
+            .data_dir
+            .join(format!("snapshot-{}.pb", opts.node_name));
+        match isobar_dns::subscriber::load_persisted(&persist, &engine) {
+            Ok(Some(version)) => {
+                info!(version, path = %persist.display(), "serving persisted snapshot")
+            }
+            Ok(None) => {}
+            Err(err) => warn!(error = %err, "ignoring unreadable persisted snapshot"),
+        }
+        let cfg = isobar_dns::subscriber::SubscriberConfig {
+            endpoint: scheduler_url.clone(),
+            token: token.clone(),
+            frontend: opts.node_name.clone(),
+            persist_path: Some(persist),
+        };
+        let eng = Arc::clone(&engine);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(err) = isobar_dns::subscriber::run(cfg, eng, stop).await {
+                warn!(error = %err, "snapshot subscriber did not start");
+            }
+        });
+
+        if opts.roles.contains(&Role::Dns) {
+            let server = DnsServer::bind(opts.dns, Arc::clone(&engine), opts.dns_limits)
+                .await
+                .with_context(|| format!("binding DNS on {}", opts.dns))?;
+            running.dns = Some(server.local_addr());
+            info!(addr = %server.local_addr(), "DNS listening (UDP and TCP)");
+            running.dns_server = Some(server);
+        }
+        if opts.roles.contains(&Role::Http) {
+            let mut router = isobar_dns::http::router(Arc::clone(&engine)).layer(
+                tower::limit::GlobalConcurrencyLimitLayer::new(HTTP_MAX_IN_FLIGHT),
+            );
+            if let Some(extra) = extra_http {
+                router = router.merge(extra);
+            }
+            let listener = TcpListener::bind(opts.http)
+                .await
+                .with_context(|| format!("binding HTTP on {}", opts.http))?;
+            let addr = listener.local_addr()?;
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                let served =
+                    axum::serve(listener, service).with_graceful_shutdown(stop.cancelled_owned());
+                if let Err(err) = served.await {
+                    warn!(error = %err, "HTTP server stopped with an error");
+                }
+            });
+            info!(%addr, "HTTP listening");
+            running.http = Some(addr);
+        }
+        running.engine = Some(engine);
+    }
+
+    if opts.roles.contains(&Role::Prober) {
+        let mut cfg = isobar_prober::ProberConfig::new(scheduler_url, opts.node_name.clone());
+        cfg.token = token;
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(err) = isobar_prober::run(cfg, stop).await {
+                warn!(error = %err, "prober did not start");
+            }
+        });
+    }
+
+    running.tasks = tasks;
+    Ok(running)
+}
+
+/// Applies a world file through the scheduler (the same path `isobar apply` takes).
+async fn apply_file(scheduler: &Scheduler, path: &std::path::Path) -> anyhow::Result<()> {
+    let (source, toml, files) = crate::cli::read_config_bundle(path)?;
+    let applied = scheduler
+        .apply_config(&source, &toml, &files, false, "isobar serve --config")
+        .await?;
+    if applied.changed {
+        info!(
+            config_version = applied.config_version,
+            changes = applied.diff.len(),
+            "applied {source}"
+        );
+    } else {
+        info!(
+            config_version = applied.config_version,
+            "{source} matches the stored config"
+        );
+    }
+    Ok(())
+}
+
+// === impl Running ===
+
+impl Running {
+    /// Cancels every task and waits (up to [`SHUTDOWN_GRACE`]) for them to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.dns_server.take() {
+            server.shutdown().await;
+        }
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            warn!("shutdown did not complete in {SHUTDOWN_GRACE:?}; aborting the rest");
+            self.tasks.abort_all();
+        }
+        if let Some(scheduler) = &self.scheduler {
+            scheduler.store().close().await;
+        }
+    }
+
+    /// A token that is cancelled when the process shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}

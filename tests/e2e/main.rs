@@ -1,0 +1,11 @@
+//! End-to-end tests: the real servers on ephemeral ports (and the real binary), spoken to
+//! with real DNS packets, HTTP requests and gRPC calls. One test binary, one link step.
+
+mod binary;
+mod config;
+mod dns;
+mod failover;
+mod httpdns;
+mod placement;
+mod restart;
+mod support;
