@@ -116,6 +116,10 @@ impl HealthTable {
         let rise = self.settings.rise.max(1);
         let health = self.targets.get_mut(target)?;
         if success {
+            if health.state == State::Up && health.consecutive_successes == 0 {
+                // Replace "no probe result yet" (or a past recovery) with current evidence.
+                health.reason = "probes succeeding".to_owned();
+            }
             health.consecutive_failures = 0;
             health.consecutive_successes = health.consecutive_successes.saturating_add(1);
             if health.state == State::Down && health.consecutive_successes >= rise {
@@ -185,6 +189,8 @@ mod tests {
     #[test]
     fn goes_down_after_fall_failures_and_up_after_rise_successes() {
         let mut t = table();
+        assert_eq!(t.observe("t", true, "", 0), None);
+        assert_eq!(t.report()["t"].reason, "probes succeeding");
         assert_eq!(t.observe("t", false, "refused", 1), None);
         assert_eq!(t.observe("t", false, "refused", 2), None);
         let down = t
