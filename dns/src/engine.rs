@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use isobar_proto::geo::cell_index;
 use isobar_proto::v1::Snapshot;
 
+use crate::demand::{DemandTable, service_index};
 use crate::geo::GeoDb;
 use crate::name::{NameKey, parse_absolute};
 use crate::snapshot::{Answer, Service, ServingSnapshot, SnapshotError};
@@ -53,8 +54,8 @@ impl ClientKey {
 /// What decided an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// A CIDR override group.
-    Override,
+    /// A CIDR override group (its index among the snapshot's override groups).
+    Override(u32),
     /// The GeoIP location's grid cell.
     GeoCell(u32),
     /// The default answer (location unknown, no GeoIP database, or no per-cell map).
@@ -109,6 +110,8 @@ pub struct Engine {
     /// Serializes installs so two racing pushes cannot install out of order. Never taken on
     /// the query path, which only loads `current`.
     install: Mutex<()>,
+    /// Query counters for the served snapshot (same version), drained by the demand reporter.
+    demand: ArcSwap<DemandTable>,
 }
 
 impl Engine {
@@ -118,6 +121,7 @@ impl Engine {
             geo,
             current: ArcSwap::from_pointee(ServingSnapshot::empty()),
             install: Mutex::new(()),
+            demand: ArcSwap::from_pointee(DemandTable::default()),
         })
     }
 
@@ -134,7 +138,12 @@ impl Engine {
             return Ok(served);
         }
         let built = ServingSnapshot::from_proto(snapshot)?;
+        let table = Arc::new(DemandTable::for_snapshot(&built));
+        let old = self.demand.swap(Arc::clone(&table));
         self.current.store(Arc::new(built));
+        // Queries still on the old snapshot now miss the version check and go uncounted;
+        // what the old table holds moves over.
+        table.carry_from(&old);
         Ok(snapshot.version)
     }
 
@@ -147,6 +156,12 @@ impl Engine {
     /// query sees the same version.
     pub fn current(&self) -> Arc<ServingSnapshot> {
         self.current.load_full()
+    }
+
+    /// Moves the query counts gathered since the last call into `into`, keyed by
+    /// (service, client group label).
+    pub fn drain_demand(&self, into: &mut std::collections::BTreeMap<(String, String), u64>) {
+        self.demand.load().drain(into);
     }
 
     /// The GeoIP database, if one was given.
@@ -170,6 +185,24 @@ impl Engine {
         service: &Service,
         client: ClientKey,
     ) -> ServiceAnswer {
+        let (index, decision, scope_prefix) = self.choose(snapshot, service, client);
+        ServiceAnswer {
+            answer: Arc::clone(&service.answers[index as usize]),
+            ttl: service.ttl(),
+            scope_prefix,
+            decision,
+        }
+    }
+
+    /// Picks the index of `service`'s answer for `client`, what decided it, and the ECS
+    /// scope. Borrowing the answer from the snapshot by index keeps the DNS path free of
+    /// reference-count traffic.
+    pub(crate) fn choose(
+        &self,
+        snapshot: &ServingSnapshot,
+        service: &Service,
+        client: ClientKey,
+    ) -> (u32, Decision, u8) {
         // RFC 7871 §7.1.2: SOURCE PREFIX-LENGTH 0 opts out of tailoring; the answer then
         // follows the resolver's own address and is valid for all its clients (scope 0).
         let (addr, scoped) = match client.subnet {
@@ -184,11 +217,11 @@ impl Engine {
                 .get(group as usize)
                 .copied()
                 .flatten()?;
-            Some((index, len))
+            Some((index, group, len))
         });
 
-        let (index, decision, prefix) = if let Some((index, len)) = group_answer {
-            (index, Decision::Override, len)
+        let (index, decision, prefix) = if let Some((index, group, len)) = group_answer {
+            (index, Decision::Override(group), len)
         } else if service.cell_answers.is_empty() {
             // One answer for every location: no need to locate, and the answer is valid for
             // every address outside the overrides.
@@ -210,12 +243,13 @@ impl Engine {
         };
 
         let scope_prefix = if scoped { prefix.max(matched.floor) } else { 0 };
-        ServiceAnswer {
-            answer: Arc::clone(&service.answers[index as usize]),
-            ttl: service.ttl(),
-            scope_prefix,
-            decision,
+        let demand = self.demand.load();
+        if demand.version() == snapshot.version()
+            && let Some(i) = service_index(snapshot, service)
+        {
+            demand.record(i, decision);
         }
+        (index, decision, scope_prefix)
     }
 }
 

@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::engine::{ClientKey, Engine};
 use crate::name::{NameKey, parse_absolute};
-use crate::zone::ZoneAnswer;
+use crate::server::DnsStats;
 
 /// Longest host name accepted, in presentation form without the trailing dot.
 const MAX_HOST_LEN: usize = 253;
@@ -42,6 +42,25 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/d", get(resolve))
         .route("/healthz", get(healthz))
         .with_state(engine)
+}
+
+/// `GET /metrics`: the DNS frontend's counters in the Prometheus text format.
+pub fn metrics_router(stats: Arc<DnsStats>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let stats = Arc::clone(&stats);
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    stats.render_prometheus(),
+                )
+            }
+        }),
+    )
 }
 
 /// A successful `/d` answer.
@@ -155,9 +174,7 @@ async fn resolve(
             "no steering snapshot received yet",
         ));
     }
-    let name = parse_absolute(host);
-    let key = name.as_ref().and_then(NameKey::new);
-    let (Some(name), Some(key)) = (name, key) else {
+    let Some(key) = parse_absolute(host).as_ref().and_then(NameKey::new) else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "InvalidHost",
@@ -200,11 +217,8 @@ async fn resolve(
             if !wanted {
                 continue;
             }
-            let found = zone.lookup(&name, &key, rtype);
-            let records = match &found {
-                ZoneAnswer::Rrset(records) => *records,
-                ZoneAnswer::Synthesized(records) => records.as_slice(),
-                _ => continue,
+            let Some(records) = zone.static_records(&key, rtype) else {
+                continue;
             };
             for record in records {
                 match &record.data {

@@ -11,25 +11,31 @@
 //! happens in [`subscriber`], off the query path.
 //!
 //! - [`engine`]: the selection code both frontends share.
-//! - [`server`]: the DNS frontend (hickory-server).
+//! - [`respond()`]: one DNS packet in, one response out; the whole DNS query path.
+//! - [`server`]: the DNS frontend's UDP and TCP loops and their bounds.
 //! - [`http`]: the HTTPDNS frontend (axum).
 //! - [`subscriber`]: keeps the engine fed from the scheduler and persists what it got.
+//! - [`demand`]: per-(service, client group) query counters, reported to the scheduler.
 
 #![warn(missing_docs)]
 
 mod cidr;
+pub mod demand;
 pub mod engine;
 pub mod geo;
 pub mod http;
 mod name;
+mod respond;
 pub mod server;
 pub mod snapshot;
 pub mod subscriber;
+mod wire;
 mod zone;
 
 pub use engine::{ClientKey, Decision, EcsSubnet, Engine, ServiceAnswer};
 pub use geo::{GeoDb, GeoError, GeoHit, GeoLookup};
-pub use server::{DnsLimits, DnsServer};
+pub use respond::{Outcome, Transport, respond};
+pub use server::{DnsLimits, DnsServer, DnsStats, DnsStatsSnapshot, RrlLimits};
 pub use snapshot::{Answer, Service, ServingSnapshot, SnapshotError};
 pub use subscriber::{PersistError, SubscriberConfig, SubscriberError, load_persisted};
 pub use zone::Zone;

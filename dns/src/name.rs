@@ -46,6 +46,24 @@ impl NameKey {
         key.finish()
     }
 
+    /// Reads an uncompressed wire-format name at `packet[*at..]`, advancing `at` past it.
+    /// `None` for compression pointers, reserved label types, or names longer than 255.
+    pub(crate) fn parse_uncompressed(packet: &[u8], at: &mut usize) -> Option<Self> {
+        let mut key = Self::empty();
+        loop {
+            let len = usize::from(*packet.get(*at)?);
+            if len == 0 {
+                *at += 1;
+                return key.finish();
+            }
+            if len > 63 {
+                return None;
+            }
+            key.push_label(packet.get(*at + 1..*at + 1 + len)?)?;
+            *at += 1 + len;
+        }
+    }
+
     fn empty() -> Self {
         Self {
             buf: [0; MAX_WIRE_LEN],

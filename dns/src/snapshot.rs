@@ -12,6 +12,7 @@ use isobar_proto::v1::{AnswerSet, ServiceMap, Snapshot};
 
 use crate::cidr::{CidrConflict, Overrides};
 use crate::name::{NameKey, parse_absolute};
+use crate::wire::WireRecord;
 use crate::zone::Zone;
 
 /// Largest TTL a resolver must honour (RFC 2181 §8).
@@ -58,10 +59,10 @@ pub struct Answer {
     ipv4: Vec<Ipv4Addr>,
     ipv6: Vec<Ipv6Addr>,
     pops: Vec<String>,
-    /// The same addresses as DNS records (owner = service name, TTL = service TTL), so a
-    /// DNS response borrows them instead of building records per query.
-    a: Vec<Record>,
-    aaaa: Vec<Record>,
+    /// The same addresses as pre-encoded DNS records (owner = service name, TTL =
+    /// service TTL), so a DNS response copies them instead of building records per query.
+    a_wire: Vec<WireRecord>,
+    aaaa_wire: Vec<WireRecord>,
 }
 
 impl Answer {
@@ -80,11 +81,11 @@ impl Answer {
         &self.pops
     }
 
-    /// The A or AAAA records (empty for any other type).
-    pub(crate) fn records(&self, rtype: RecordType) -> &[Record] {
+    /// The pre-encoded A or AAAA records (empty for any other type).
+    pub(crate) fn wire(&self, rtype: RecordType) -> &[WireRecord] {
         match rtype {
-            RecordType::A => &self.a,
-            RecordType::AAAA => &self.aaaa,
+            RecordType::A => &self.a_wire,
+            RecordType::AAAA => &self.aaaa_wire,
             _ => &[],
         }
     }
@@ -377,19 +378,22 @@ fn parse_answer(owner: &Name, ttl: u32, set: &AnswerSet) -> Result<Arc<Answer>, 
                 .map_err(|_| format!("{s:?} is not an IPv6 address"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let a = ipv4
+    let a: Vec<Record> = ipv4
         .iter()
         .map(|&ip| Record::from_rdata(owner.clone(), ttl, RData::A(A(ip))))
         .collect();
-    let aaaa = ipv6
+    let aaaa: Vec<Record> = ipv6
         .iter()
         .map(|&ip| Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(ip))))
         .collect();
+    let encode = |records: &[Record]| -> Result<Vec<WireRecord>, String> {
+        records.iter().map(WireRecord::new).collect()
+    };
     Ok(Arc::new(Answer {
         ipv4,
         ipv6,
         pops: set.pops.clone(),
-        a,
-        aaaa,
+        a_wire: encode(&a)?,
+        aaaa_wire: encode(&aaaa)?,
     }))
 }

@@ -159,7 +159,17 @@ pub async fn run(
     engine: Arc<Engine>,
     shutdown: CancellationToken,
 ) -> Result<(), SubscriberError> {
-    let endpoint = Endpoint::from_shared(cfg.endpoint.clone())
+    run_with_tls(cfg, None, engine, shutdown).await
+}
+
+/// [`run`] with TLS settings for an `https://` endpoint.
+pub async fn run_with_tls(
+    cfg: SubscriberConfig,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+) -> Result<(), SubscriberError> {
+    let mut endpoint = Endpoint::from_shared(cfg.endpoint.clone())
         .map_err(|source| SubscriberError::Endpoint {
             endpoint: cfg.endpoint.clone(),
             source,
@@ -169,6 +179,14 @@ pub async fn run(
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|source| SubscriberError::Endpoint {
+                endpoint: cfg.endpoint.clone(),
+                source,
+            })?;
+    }
     let auth = cfg
         .token
         .as_deref()

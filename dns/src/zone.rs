@@ -8,12 +8,15 @@ use isobar_proto::v1::ZoneData;
 
 use crate::name::{NameKey, parse_absolute};
 use crate::snapshot::SnapshotError;
+use crate::wire::WireRecord;
 
 /// The records of one (name, type).
 #[derive(Debug, Clone)]
 pub(crate) struct RrSet {
     pub(crate) rtype: RecordType,
     pub(crate) records: Vec<Record>,
+    /// The same records pre-encoded for DNS responses (filled by `Zone::finish`).
+    pub(crate) wire: Vec<WireRecord>,
 }
 
 /// A name that exists in the zone: it owns records, a GSLB service, or names below it
@@ -38,29 +41,28 @@ impl Node {
     fn has(&self, rtype: RecordType) -> bool {
         self.rrsets.iter().any(|s| s.rtype == rtype)
     }
+
+    /// The pre-encoded RRset of `rtype`, if any.
+    pub(crate) fn wire(&self, rtype: RecordType) -> Option<&[WireRecord]> {
+        self.rrsets
+            .iter()
+            .find(|s| s.rtype == rtype)
+            .map(|s| s.wire.as_slice())
+    }
 }
 
-/// What a zone holds for one question.
-#[derive(Debug)]
-pub(crate) enum ZoneAnswer<'z> {
-    /// The RRset asked for, or the CNAME standing at the name (not chased).
-    Rrset(&'z [Record]),
-    /// Every RRset at the name (qtype ANY).
-    All(&'z Node),
-    /// Records synthesized from a wildcard (RFC 4592), owner rewritten to the query name.
-    Synthesized(Vec<Record>),
-    /// A GSLB name asked for A, AAAA or ANY: the engine picks the addresses. `node` holds
-    /// any other RRsets at the name (for ANY).
-    Service { service: usize, node: &'z Node },
-    /// The name exists but has no data of this type.
-    NoData,
+/// Where a name lands in a zone, before the query type is considered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Found<'z> {
+    /// The name exists (possibly as an empty non-terminal).
+    Node(&'z Node),
+    /// The name does not exist but a wildcard covers it (RFC 4592): answer from this
+    /// source with the query name as owner.
+    Wildcard(&'z Node),
     /// The name does not exist.
     NxDomain,
-    /// The name is at or below a delegation: a referral, not an authoritative answer.
-    Referral {
-        ns: &'z [Record],
-        glue: Vec<&'z Record>,
-    },
+    /// The name is at or below this delegation point.
+    Referral(&'z Node),
 }
 
 /// An authoritative zone.
@@ -68,10 +70,13 @@ pub(crate) enum ZoneAnswer<'z> {
 pub struct Zone {
     origin: Name,
     origin_labels: usize,
+    origin_key: Box<[u8]>,
     /// The apex SOA with the served serial, as a one-element slice for response builders.
     soa: Vec<Record>,
     /// The SOA for negative answers: TTL = min(SOA TTL, MINIMUM) (RFC 2308 §3).
     negative_soa: Vec<Record>,
+    /// `negative_soa`, pre-encoded.
+    negative_soa_wire: Vec<WireRecord>,
     nodes: HashMap<Box<[u8]>, Node>,
     has_cuts: bool,
 }
@@ -87,9 +92,24 @@ impl Zone {
         &self.soa[0]
     }
 
-    /// The SOA record carried in the authority section of NXDOMAIN and NODATA answers.
-    pub(crate) fn negative_soa(&self) -> &[Record] {
-        &self.negative_soa
+    /// The negative-answer SOA, pre-encoded.
+    pub(crate) fn negative_soa_wire(&self) -> &[WireRecord] {
+        &self.negative_soa_wire
+    }
+
+    /// The apex as a lowercase wire name.
+    pub(crate) fn origin_key(&self) -> &[u8] {
+        &self.origin_key
+    }
+
+    /// Labels of the apex, not counting the root.
+    pub(crate) fn origin_labels(&self) -> usize {
+        self.origin_labels
+    }
+
+    /// The node at `key` (exact name, no wildcard), if the name exists.
+    pub(crate) fn node(&self, key: &[u8]) -> Option<&Node> {
+        self.nodes.get(key)
     }
 
     /// How long a negative answer may be cached (RFC 2308 §5).
@@ -113,9 +133,11 @@ impl Zone {
 
         let mut zone = Zone {
             origin_labels: origin_key.labels(),
+            origin_key: origin_key.as_bytes().into(),
             origin,
             soa: Vec::new(),
             negative_soa: Vec::new(),
+            negative_soa_wire: Vec::new(),
             nodes: HashMap::new(),
             has_cuts: false,
         };
@@ -181,6 +203,7 @@ impl Zone {
             None => node.rrsets.push(RrSet {
                 rtype,
                 records: vec![record],
+                wire: Vec::new(),
             }),
         }
         Ok(())
@@ -206,8 +229,21 @@ impl Zone {
                 for record in &mut set.records {
                     record.ttl = ttl;
                 }
+                set.wire = set
+                    .records
+                    .iter()
+                    .map(WireRecord::new)
+                    .collect::<Result<_, _>>()?;
             }
+            // Lowest type first: ANY is answered with the first RRset (RFC 8482), and
+            // Knot picks the lowest type too.
+            node.rrsets.sort_by_key(|s| u16::from(s.rtype));
         }
+        self.negative_soa_wire = self
+            .negative_soa
+            .iter()
+            .map(WireRecord::new)
+            .collect::<Result<_, _>>()?;
         Ok(())
     }
 
@@ -237,101 +273,40 @@ impl Zone {
         Ok(())
     }
 
-    /// Answers `qtype` for `qname` (whose key is `key`), which lies inside this zone.
-    pub(crate) fn lookup(&self, qname: &Name, key: &NameKey, qtype: RecordType) -> ZoneAnswer<'_> {
+    /// Where `key` (inside this zone) lands: its node, a wildcard, a delegation or nothing.
+    /// `qtype` matters only for DS, which is answered on the parent side of a cut.
+    pub(crate) fn find(&self, key: &NameKey, qtype: RecordType) -> Found<'_> {
         let below_apex = key.labels().saturating_sub(self.origin_labels);
-        // Walk down from the apex: the first missing name ends the walk (nothing below it
-        // exists either); the last one found is the closest encloser.
         let mut encloser = below_apex;
         for skip in (0..below_apex).rev() {
             let Some(node) = self.nodes.get(key.suffix(skip)) else {
                 break;
             };
-            // DS lives on the parent side of a cut (RFC 4035 §3.1.4.1).
             if self.has_cuts && node.cut && !(skip == 0 && qtype == RecordType::DS) {
-                return self.referral(node);
+                return Found::Referral(node);
             }
             encloser = skip;
         }
         if encloser == 0 {
-            let Some(node) = self.nodes.get(key.as_bytes()) else {
-                return ZoneAnswer::NxDomain;
+            return match self.nodes.get(key.as_bytes()) {
+                Some(node) => Found::Node(node),
+                None => Found::NxDomain,
             };
-            return node_answer(node, qtype);
         }
-        self.wildcard(qname, key.suffix(encloser), qtype)
+        match NameKey::prepend(b"*", key.suffix(encloser))
+            .and_then(|k| self.nodes.get(k.as_bytes()))
+        {
+            Some(source) => Found::Wildcard(source),
+            None => Found::NxDomain,
+        }
     }
 
-    fn wildcard(&self, qname: &Name, encloser: &[u8], qtype: RecordType) -> ZoneAnswer<'_> {
-        let Some(source) =
-            NameKey::prepend(b"*", encloser).and_then(|k| self.nodes.get(k.as_bytes()))
-        else {
-            return ZoneAnswer::NxDomain;
-        };
-        let sets: Vec<&RrSet> = if qtype == RecordType::ANY {
-            source.rrsets.iter().collect()
-        } else {
-            source
-                .rrsets
-                .iter()
-                .filter(|s| s.rtype == qtype || s.rtype == RecordType::CNAME)
-                .collect()
-        };
-        if sets.is_empty() {
-            return ZoneAnswer::NoData;
+    /// The static `rtype` records at `key` (exact or from a wildcard), for HTTPDNS.
+    pub(crate) fn static_records(&self, key: &NameKey, rtype: RecordType) -> Option<&[Record]> {
+        match self.find(key, rtype) {
+            Found::Node(node) | Found::Wildcard(node) => node.rrset(rtype),
+            Found::NxDomain | Found::Referral(_) => None,
         }
-        let records = sets
-            .iter()
-            .flat_map(|s| s.records.iter())
-            .map(|r| {
-                let mut r = r.clone();
-                r.name = qname.clone();
-                r
-            })
-            .collect();
-        ZoneAnswer::Synthesized(records)
-    }
-
-    fn referral<'z>(&'z self, cut: &'z Node) -> ZoneAnswer<'z> {
-        let ns = cut.rrset(RecordType::NS).unwrap_or_default();
-        // Glue: addresses of name servers that live inside this zone (at or below the cut),
-        // without which the delegation could not be followed.
-        let mut glue = Vec::new();
-        for record in ns {
-            let RData::NS(target) = &record.data else {
-                continue;
-            };
-            if !self.origin.zone_of(&target.0) {
-                continue;
-            }
-            let Some(node) = NameKey::new(&target.0).and_then(|k| self.nodes.get(k.as_bytes()))
-            else {
-                continue;
-            };
-            for rtype in [RecordType::A, RecordType::AAAA] {
-                glue.extend(node.rrset(rtype).unwrap_or_default());
-            }
-        }
-        ZoneAnswer::Referral { ns, glue }
-    }
-}
-
-fn node_answer(node: &Node, qtype: RecordType) -> ZoneAnswer<'_> {
-    if let Some(service) = node.service
-        && matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY)
-    {
-        return ZoneAnswer::Service { service, node };
-    }
-    if qtype == RecordType::ANY {
-        return if node.rrsets.is_empty() {
-            ZoneAnswer::NoData
-        } else {
-            ZoneAnswer::All(node)
-        };
-    }
-    match node.rrset(qtype).or_else(|| node.rrset(RecordType::CNAME)) {
-        Some(records) => ZoneAnswer::Rrset(records),
-        None => ZoneAnswer::NoData,
     }
 }
 

@@ -182,14 +182,15 @@ async fn static_records_are_authoritative_and_the_question_is_echoed_as_sent() {
     let r = udp(addr, &query(ZONE, RecordType::MX, false, None)).await;
     assert_eq!(r.answers[0].record_type(), RecordType::MX);
 
-    // A CNAME is returned as it stands for any type.
+    // A CNAME inside the zone is followed, here to a GSLB name (127.0.0.1 is New York).
     let r = udp(
         addr,
         &query("alias.demo.isobar.test.", RecordType::A, false, None),
     )
     .await;
-    assert_eq!(r.answers.len(), 1);
+    assert_eq!(r.answers.len(), 2);
     assert_eq!(r.answers[0].record_type(), RecordType::CNAME);
+    assert_eq!(addrs(&r.answers), ips(&["192.0.2.20"]));
 
     // A wildcard is synthesized under the query name.
     let r = udp(

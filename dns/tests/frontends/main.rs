@@ -4,6 +4,8 @@
 mod dns;
 mod geo;
 mod httpdns;
+mod knot;
+mod limits;
 mod snapshots;
 mod subscriber;
 mod support;
