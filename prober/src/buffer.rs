@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use isobar_proto::v1::Measurement;
+use isobar_proto::v1::{Measurement, NodeLoad};
 use tokio::sync::Notify;
 
 /// At most one "dropped measurements" warning per this period, so an outage does not flood the
@@ -29,6 +29,8 @@ struct State {
     dropped_total: u64,
     dropped_unreported: u64,
     last_warn: Option<Instant>,
+    /// The latest node load not yet sent; a newer sample replaces it.
+    load: Option<NodeLoad>,
 }
 
 impl Buffer {
@@ -44,6 +46,7 @@ impl Buffer {
                 dropped_total: 0,
                 dropped_unreported: 0,
                 last_warn: None,
+                load: None,
             }),
             batch_ready: Notify::new(),
         }
@@ -90,6 +93,21 @@ impl Buffer {
         let mut s = self.lock();
         let n = max.min(s.queue.len());
         s.queue.drain(..n).collect()
+    }
+
+    /// Replaces the pending node load.
+    pub(crate) fn set_load(&self, load: NodeLoad) {
+        self.lock().load = Some(load);
+    }
+
+    /// Takes the pending node load, if any.
+    pub(crate) fn take_loads(&self) -> Vec<NodeLoad> {
+        self.lock().load.take().into_iter().collect()
+    }
+
+    /// Whether a node load is waiting.
+    pub(crate) fn has_load(&self) -> bool {
+        self.lock().load.is_some()
     }
 
     /// Number of measurements waiting.

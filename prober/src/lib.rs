@@ -17,6 +17,11 @@
 //! streams carry no per-message acknowledgement. Measurements still in the buffer are never lost
 //! to a failed stream.
 //!
+//! Probe kinds: TCP connect, HTTP(S) GET, ICMP echo, DNS query and Isobar's UDP echo, whose
+//! responder ([`echo::Responder`]) ships in this crate. With [`ProberConfig::load`] set, the
+//! prober is also the node's load agent: CPU, load average, open connections and an
+//! operator-defined figure ride along in the report batches.
+//!
 //! Both streams reconnect with exponential backoff (100 ms doubling to 5 s, full jitter) and
 //! carry `authorization: Bearer <token>` when a token is configured. Everything stops when the
 //! shutdown token is cancelled.
@@ -24,6 +29,8 @@
 mod backoff;
 mod buffer;
 mod client;
+pub mod echo;
+mod load;
 mod probe;
 mod report;
 mod targets;
@@ -37,6 +44,8 @@ use tonic::transport::Endpoint;
 
 use crate::buffer::Buffer;
 use crate::client::BearerAuth;
+
+pub use crate::load::LoadAgentConfig;
 
 /// Largest number of measurements sent in one `MeasurementBatch`; reaching it also triggers a
 /// send before the batch interval elapses.
@@ -70,6 +79,10 @@ pub struct ProberConfig {
     pub max_buffered: usize,
     /// Time between two report batches.
     pub batch_interval: Duration,
+    /// Run the node load agent too (CPU, load average, connections, operator figure).
+    pub load: Option<LoadAgentConfig>,
+    /// TLS settings; required for an `https://` scheduler.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl ProberConfig {
@@ -81,6 +94,8 @@ impl ProberConfig {
             vantage: vantage.into(),
             max_buffered: DEFAULT_MAX_BUFFERED,
             batch_interval: DEFAULT_BATCH_INTERVAL,
+            load: None,
+            tls: None,
         }
     }
 }
@@ -94,6 +109,8 @@ impl fmt::Debug for ProberConfig {
             .field("vantage", &self.vantage)
             .field("max_buffered", &self.max_buffered)
             .field("batch_interval", &self.batch_interval)
+            .field("load", &self.load)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -129,7 +146,7 @@ pub enum ProberError {
 /// Returns an error only if `cfg` is invalid; otherwise it returns `Ok(())` after the target
 /// watcher, every probe loop and the reporter have stopped.
 pub async fn run(cfg: ProberConfig, shutdown: CancellationToken) -> Result<(), ProberError> {
-    let endpoint = endpoint(&cfg.scheduler)?;
+    let endpoint = endpoint(&cfg.scheduler, cfg.tls.clone())?;
     let auth = BearerAuth::new(cfg.token.as_deref())?;
     if cfg.vantage.is_empty() {
         return Err(ProberError::EmptyVantage);
@@ -143,6 +160,10 @@ pub async fn run(cfg: ProberConfig, shutdown: CancellationToken) -> Result<(), P
     tracing::info!(scheduler = %cfg.scheduler, vantage = %cfg.vantage, "prober starting");
 
     let buffer = Arc::new(Buffer::new(cfg.max_buffered, MAX_BATCH));
+    let load_agent = cfg.load.clone().map(|load| {
+        let node = load.node.clone().unwrap_or_else(|| cfg.vantage.clone());
+        tokio::spawn(load::run(load, node, Arc::clone(&buffer), shutdown.clone()))
+    });
     let watcher = tokio::spawn(targets::watch(
         endpoint.clone(),
         auth.clone(),
@@ -161,7 +182,12 @@ pub async fn run(cfg: ProberConfig, shutdown: CancellationToken) -> Result<(), P
         shutdown,
     ));
     // A panic inside a task is a bug; surface it in the log rather than tearing down the caller.
-    for (name, task) in [("target watcher", watcher), ("reporter", reporter)] {
+    let tasks = [
+        ("target watcher", Some(watcher)),
+        ("reporter", Some(reporter)),
+        ("load agent", load_agent),
+    ];
+    for (name, task) in tasks.into_iter().filter_map(|(n, t)| Some((n, t?))) {
         if let Err(e) = task.await {
             tracing::error!(task = name, error = %e, "prober task failed");
         }
@@ -170,19 +196,32 @@ pub async fn run(cfg: ProberConfig, shutdown: CancellationToken) -> Result<(), P
     Ok(())
 }
 
-fn endpoint(address: &str) -> Result<Endpoint, ProberError> {
+fn endpoint(
+    address: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<Endpoint, ProberError> {
     let invalid = |reason: String| ProberError::InvalidScheduler {
         address: address.to_owned(),
         reason,
     };
     let endpoint = Endpoint::from_shared(address.to_owned()).map_err(|e| invalid(e.to_string()))?;
-    // TLS to the scheduler needs a trust-root configuration this crate does not take yet; an
-    // https URL would otherwise fail on every connection attempt, far from the cause.
-    match endpoint.uri().scheme_str() {
-        Some("http") => {}
-        Some(other) => return Err(invalid(format!("unsupported scheme {other:?}, use http"))),
-        None => return Err(invalid("missing scheme, use http://host:port".to_owned())),
-    }
+    // An https URL without trust roots would fail every connection attempt, far from the
+    // cause; refuse it here.
+    let endpoint = match (endpoint.uri().scheme_str(), tls) {
+        (Some("http"), _) => endpoint,
+        (Some("https"), Some(tls)) => endpoint
+            .tls_config(tls)
+            .map_err(|e| invalid(e.to_string()))?,
+        (Some("https"), None) => {
+            return Err(invalid("https needs a CA (--scheduler-ca)".to_owned()));
+        }
+        (Some(other), _) => {
+            return Err(invalid(format!(
+                "unsupported scheme {other:?}, use http or https"
+            )));
+        }
+        (None, _) => return Err(invalid("missing scheme, use http://host:port".to_owned())),
+    };
     if endpoint.uri().host().is_none() {
         return Err(invalid("missing host".to_owned()));
     }
@@ -200,14 +239,14 @@ mod tests {
 
     #[test]
     fn endpoint_rejects_unusable_addresses() {
-        assert!(endpoint("http://127.0.0.1:7000").is_ok());
+        assert!(endpoint("http://127.0.0.1:7000", None).is_ok());
         for bad in [
             "127.0.0.1:7000",
             "https://127.0.0.1:7000",
             "http://",
             "not a url",
         ] {
-            assert!(endpoint(bad).is_err(), "{bad} accepted");
+            assert!(endpoint(bad, None).is_err(), "{bad} accepted");
         }
     }
 

@@ -90,7 +90,7 @@ async fn stream_once(
     let batch = |measurements| MeasurementBatch {
         vantage: settings.vantage.clone(),
         measurements,
-        loads: Vec::new(),
+        loads: buffer.take_loads(),
     };
 
     let mut ticker = tokio::time::interval(settings.batch_interval);
@@ -106,7 +106,7 @@ async fn stream_once(
         // Send what is pending now, then keep going only while full batches are waiting (a
         // backlog after an outage); partial batches wait for the next tick.
         let mut first = true;
-        while (first && buffer.len() > 0) || buffer.len() >= MAX_BATCH {
+        while (first && (buffer.len() > 0 || buffer.has_load())) || buffer.len() >= MAX_BATCH {
             first = false;
             let permit = tokio::select! {
                 biased;

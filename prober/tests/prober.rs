@@ -266,19 +266,19 @@ async fn a_full_buffer_drops_the_oldest_measurements() {
 async fn unsupported_kind_is_reported_once() {
     let sched = Scheduler::new(None);
     let server = serve(&sched, "127.0.0.1:0".parse().unwrap()).await;
-    let icmp = ProbeTarget {
-        kind: ProbeKind::Icmp.into(),
+    let bogus = ProbeTarget {
+        kind: ProbeKind::Unspecified.into(),
         address: "127.0.0.1".to_owned(),
-        ..tcp_target("icmp", "127.0.0.1:1".parse().unwrap(), 10)
+        ..tcp_target("bogus", "127.0.0.1:1".parse().unwrap(), 10)
     };
-    sched.set_targets(1, vec![icmp]);
+    sched.set_targets(1, vec![bogus]);
     let prober = Prober::start(config(server.url(), None));
-    wait_until(WAIT, "the icmp failure", || {
-        !sched.measurements_for("icmp").is_empty()
+    wait_until(WAIT, "the failure", || {
+        !sched.measurements_for("bogus").is_empty()
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let got = sched.measurements_for("icmp");
+    let got = sched.measurements_for("bogus");
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(!got[0].success);
     assert_eq!(got[0].error, "unsupported probe kind");

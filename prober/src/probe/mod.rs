@@ -1,12 +1,17 @@
 //! Probe kinds and the per-target loop that runs one on a schedule.
 //!
-//! Adding a kind (HTTP, ICMP, DNS, UDP echo) means a module with a `new(&ProbeTarget)` that
-//! validates the target once and an `async fn run(&self) -> Result<Duration, String>` that
-//! performs one probe, plus a variant in [`Probe`]. Timeouts, scheduling, sequence numbers and
-//! cancellation are handled here, once, for every kind.
+//! Each kind is a module with a `new(..)` that validates the target once and an
+//! `async fn run(&self) -> Result<Duration, String>` that performs one probe, plus a variant in
+//! [`Probe`]. Timeouts, scheduling, sequence numbers and cancellation are handled here, once,
+//! for every kind.
 
+mod dns;
+mod http;
+mod icmp;
 mod tcp;
+mod udp_echo;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,18 +31,24 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 enum Probe {
     Tcp(tcp::TcpProbe),
+    Http(Box<http::HttpProbe>),
+    Icmp(icmp::IcmpProbe),
+    Dns(dns::DnsProbe),
+    UdpEcho(udp_echo::UdpEchoProbe),
 }
 
 impl Probe {
     /// Builds the probe for `target`, or says why it cannot be probed at all.
     fn new(target: &ProbeTarget) -> Result<Self, String> {
+        let params: HashMap<String, String> = target.params.clone().into_iter().collect();
         match target.kind() {
             ProbeKind::Tcp => tcp::TcpProbe::new(&target.address).map(Self::Tcp),
-            ProbeKind::Unspecified
-            | ProbeKind::Http
-            | ProbeKind::Icmp
-            | ProbeKind::Dns
-            | ProbeKind::UdpEcho => Err("unsupported probe kind".to_owned()),
+            ProbeKind::Http => http::HttpProbe::new(&target.address, &params, schedule(target).1)
+                .map(|p| Self::Http(Box::new(p))),
+            ProbeKind::Icmp => icmp::IcmpProbe::new(&target.address).map(Self::Icmp),
+            ProbeKind::Dns => dns::DnsProbe::new(&target.address, &params).map(Self::Dns),
+            ProbeKind::UdpEcho => udp_echo::UdpEchoProbe::new(&target.address).map(Self::UdpEcho),
+            ProbeKind::Unspecified => Err("unsupported probe kind".to_owned()),
         }
     }
 
@@ -45,6 +56,10 @@ impl Probe {
     async fn run(&self) -> Result<Duration, String> {
         match self {
             Self::Tcp(p) => p.run().await,
+            Self::Http(p) => p.run().await,
+            Self::Icmp(p) => p.run().await,
+            Self::Dns(p) => p.run().await,
+            Self::UdpEcho(p) => p.run().await,
         }
     }
 }
@@ -132,7 +147,8 @@ pub(crate) async fn run_loop(
     }
 }
 
-fn unix_ms() -> i64 {
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -164,12 +180,18 @@ mod tests {
     }
 
     #[test]
-    fn only_tcp_is_supported_for_now() {
-        assert!(Probe::new(&target(ProbeKind::Tcp, 100, 100)).is_ok());
-        for kind in [ProbeKind::Unspecified, ProbeKind::Http, ProbeKind::Dns] {
-            let err = Probe::new(&target(kind, 100, 100)).unwrap_err();
-            assert_eq!(err, "unsupported probe kind");
+    fn every_kind_but_unspecified_is_supported() {
+        for kind in [
+            ProbeKind::Tcp,
+            ProbeKind::Http,
+            ProbeKind::Icmp,
+            ProbeKind::Dns,
+            ProbeKind::UdpEcho,
+        ] {
+            assert!(Probe::new(&target(kind, 100, 100)).is_ok(), "{kind:?}");
         }
+        let err = Probe::new(&target(ProbeKind::Unspecified, 100, 100)).unwrap_err();
+        assert_eq!(err, "unsupported probe kind");
     }
 
     #[tokio::test]
@@ -177,7 +199,7 @@ mod tests {
         let buffer = Arc::new(Buffer::new(100, 500));
         let stop = CancellationToken::new();
         let task = tokio::spawn(run_loop(
-            target(ProbeKind::Icmp, 10, 10),
+            target(ProbeKind::Unspecified, 10, 10),
             Arc::new(AtomicU64::new(0)),
             Arc::clone(&buffer),
             stop.clone(),

@@ -133,6 +133,13 @@ type TargetStream = Pin<Box<dyn Stream<Item = Result<TargetSet, Status>> + Send>
 impl Telemetry for Service {
     type WatchTargetsStream = TargetStream;
 
+    async fn report_demand(
+        &self,
+        _request: Request<isobar_proto::v1::DemandReport>,
+    ) -> Result<Response<isobar_proto::v1::DemandAck>, Status> {
+        Err(Status::unimplemented("probers do not report demand"))
+    }
+
     async fn watch_targets(
         &self,
         request: Request<WatchTargetsRequest>,

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use isobar_proto::v1::telemetry_server::Telemetry;
-use isobar_proto::v1::{MeasurementBatch, ReportSummary, TargetSet, WatchTargetsRequest};
+use isobar_proto::v1::{
+    DemandAck, DemandReport, MeasurementBatch, ReportSummary, TargetSet, WatchTargetsRequest,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -43,8 +45,9 @@ impl Telemetry for TelemetryService {
         }
         tracing::info!(%vantage, "prober watching targets");
         let rx = self.scheduler.watch_targets();
+        // Each vantage gets the common set minus its own mesh responder.
         let stream = super::steering::watch_stream(rx, self.shutdown.clone(), |_| true)
-            .map(|set| Ok((*set).clone()));
+            .map(move |set| Ok(crate::probing::targets_for(&set, &vantage)));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -69,16 +72,26 @@ impl Telemetry for TelemetryService {
                     batch.measurements.len()
                 )));
             }
-            let (accepted, rejected) = self.scheduler.ingest(
-                &batch.vantage,
-                batch
-                    .measurements
-                    .into_iter()
-                    .map(|m| (m.target_id, m.success, m.error)),
-            );
+            if batch.vantage.is_empty() {
+                return Err(Status::invalid_argument("vantage: must not be empty"));
+            }
+            if batch.loads.len() > MAX_BATCH {
+                return Err(Status::invalid_argument(format!(
+                    "loads: batch of {} exceeds the limit of {MAX_BATCH}",
+                    batch.loads.len()
+                )));
+            }
+            let (accepted, rejected) = self.scheduler.ingest(&batch);
             summary.accepted += accepted;
             summary.rejected += rejected;
         }
         Ok(Response::new(summary))
+    }
+
+    async fn report_demand(
+        &self,
+        request: Request<DemandReport>,
+    ) -> Result<Response<DemandAck>, Status> {
+        super::placement::report_demand(&self.scheduler, request.into_inner())
     }
 }
