@@ -5,8 +5,8 @@ use std::sync::Arc;
 use futures::Stream;
 use isobar_proto::v1::placement_server::Placement;
 use isobar_proto::v1::{
-    GetPlacementRequest, PlaceRequest, PlacementDecision, ReleaseRequest, ReleaseResponse,
-    ReportStatusResponse, StatusReport, WatchPlacementRequest,
+    DemandAck, DemandReport, GetPlacementRequest, PlaceRequest, PlacementDecision, ReleaseRequest,
+    ReleaseResponse, ReportStatusResponse, StatusReport, WatchPlacementRequest,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -62,6 +62,24 @@ impl Placement for PlacementService {
         let decision = self
             .scheduler
             .place(&service, policy, &actor)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(decision))
+    }
+
+    async fn update_policy(
+        &self,
+        request: Request<PlaceRequest>,
+    ) -> Result<Response<PlacementDecision>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let service = service_name(&req.service)?;
+        let policy = req
+            .policy
+            .ok_or_else(|| Status::invalid_argument("policy: required"))?;
+        let decision = self
+            .scheduler
+            .place_policy(&service, policy, &actor, true)
             .await
             .map_err(status_from)?;
         Ok(Response::new(decision))
@@ -162,4 +180,25 @@ impl Placement for PlacementService {
             .map_err(status_from)?;
         Ok(Response::new(ReleaseResponse {}))
     }
+}
+
+/// Most demand entries accepted in one report.
+const MAX_DEMAND_ENTRIES: usize = 100_000;
+
+/// `Telemetry/ReportDemand`, served here because demand feeds placement.
+pub(super) fn report_demand(
+    scheduler: &Scheduler,
+    report: DemandReport,
+) -> Result<Response<DemandAck>, Status> {
+    if report.frontend.trim().is_empty() {
+        return Err(Status::invalid_argument("frontend: must not be empty"));
+    }
+    if report.demand.len() > MAX_DEMAND_ENTRIES {
+        return Err(Status::invalid_argument(format!(
+            "demand: {} entries exceed the limit of {MAX_DEMAND_ENTRIES}",
+            report.demand.len()
+        )));
+    }
+    let (accepted, rejected) = scheduler.report_demand(&report);
+    Ok(Response::new(DemandAck { accepted, rejected }))
 }
