@@ -67,6 +67,32 @@ pub struct ServeOptions {
     pub node_name: String,
     /// DNS limits.
     pub dns_limits: DnsLimits,
+    /// Where the prober role also runs the UDP echo responder for mesh probes.
+    pub echo_listen: Option<SocketAddr>,
+    /// Run the node load agent with the prober role.
+    pub load_agent: Option<isobar_prober::LoadAgentConfig>,
+    /// TLS for the gRPC listener and for the clients calling the scheduler.
+    pub tls: TlsOptions,
+    /// How often frontends report observed demand to the scheduler.
+    pub demand_interval: Duration,
+}
+
+/// TLS files. The listener serves TLS when `grpc_cert` and `grpc_key` are set (mTLS when
+/// `grpc_client_ca` is too); clients use TLS for an `https://` scheduler URL.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// The gRPC listener's certificate chain (PEM).
+    pub grpc_cert: Option<PathBuf>,
+    /// The gRPC listener's private key (PEM).
+    pub grpc_key: Option<PathBuf>,
+    /// CA bundle client certificates must chain to; enables mTLS.
+    pub grpc_client_ca: Option<PathBuf>,
+    /// CA bundle clients trust for the scheduler's certificate.
+    pub scheduler_ca: Option<PathBuf>,
+    /// Client certificate presented to an mTLS scheduler.
+    pub client_cert: Option<PathBuf>,
+    /// Its private key.
+    pub client_key: Option<PathBuf>,
 }
 
 /// The running roles. Drop does not stop them: call [`Running::stop`].
@@ -101,6 +127,10 @@ impl Default for ServeOptions {
             data_dir: PathBuf::from(".isobar"),
             node_name: "local".into(),
             dns_limits: DnsLimits::default(),
+            echo_listen: None,
+            load_agent: None,
+            tls: TlsOptions::default(),
+            demand_interval: isobar_dns::demand::DEFAULT_REPORT_INTERVAL,
         }
     }
 }
@@ -127,6 +157,7 @@ pub async fn start(
         dns_server: None,
     };
     let token = opts.token.clone().filter(|t| !t.is_empty());
+    let mut own_scheme = "http";
 
     if opts.roles.contains(&Role::Scheduler) {
         isobar_scheduler::grpc::check_listener_auth(opts.grpc, token.as_deref())?;
@@ -137,6 +168,25 @@ pub async fn start(
         if let Some(path) = &opts.config {
             apply_file(&scheduler, path).await?;
         }
+        let server_tls = match (&opts.tls.grpc_cert, &opts.tls.grpc_key) {
+            (Some(cert), Some(key)) => Some(
+                isobar_scheduler::grpc::tls::ServerTls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: opts.tls.grpc_client_ca.clone(),
+                }
+                .load()?,
+            ),
+            (None, None) if opts.tls.grpc_client_ca.is_none() => None,
+            _ => bail!(
+                "--grpc-tls-cert and --grpc-tls-key go together (and --grpc-tls-client-ca needs both)"
+            ),
+        };
+        let tls_scheme = if server_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let listener = TcpListener::bind(opts.grpc)
             .await
             .with_context(|| format!("binding gRPC on {}", opts.grpc))?;
@@ -145,8 +195,11 @@ pub async fn start(
         let sched = Arc::clone(&scheduler);
         let token = token.clone();
         let stop = shutdown.clone();
+        own_scheme = tls_scheme;
         tasks.spawn(async move {
-            if let Err(err) = isobar_scheduler::grpc::serve(listener, sched, token, stop).await {
+            let served =
+                isobar_scheduler::grpc::serve_tls(listener, sched, token, server_tls, stop);
+            if let Err(err) = served.await {
                 warn!(error = %err, "gRPC server stopped with an error");
             }
         });
@@ -157,10 +210,21 @@ pub async fn start(
 
     let scheduler_url = match (&opts.scheduler_url, running.grpc) {
         (Some(url), _) => url.clone(),
-        (None, Some(addr)) => format!("http://{addr}"),
+        (None, Some(addr)) => format!("{own_scheme}://{addr}"),
         (None, None) => {
             bail!("--scheduler URL is required when this process does not run the scheduler role")
         }
+    };
+
+    let client_tls = if scheduler_url.starts_with("https://") {
+        let t = &opts.tls;
+        Some(isobar_scheduler::grpc::tls::client_tls(
+            t.scheduler_ca.as_deref(),
+            t.client_cert.as_deref(),
+            t.client_key.as_deref(),
+        )?)
+    } else {
+        None
     };
 
     if opts.roles.contains(&Role::Dns) || opts.roles.contains(&Role::Http) {
@@ -196,18 +260,35 @@ pub async fn start(
         };
         let eng = Arc::clone(&engine);
         let stop = shutdown.clone();
+        let tls = client_tls.clone();
         tasks.spawn(async move {
-            if let Err(err) = isobar_dns::subscriber::run(cfg, eng, stop).await {
+            if let Err(err) = isobar_dns::subscriber::run_with_tls(cfg, tls, eng, stop).await {
                 warn!(error = %err, "snapshot subscriber did not start");
             }
         });
+        let demand = isobar_dns::demand::ReporterConfig {
+            endpoint: scheduler_url.clone(),
+            token: token.clone(),
+            frontend: opts.node_name.clone(),
+            interval: opts.demand_interval,
+            tls: client_tls.clone(),
+        };
+        let eng = Arc::clone(&engine);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(err) = isobar_dns::demand::run_reporter(demand, eng, stop).await {
+                warn!(error = %err, "demand reporter did not start");
+            }
+        });
 
+        let mut dns_stats = None;
         if opts.roles.contains(&Role::Dns) {
             let server = DnsServer::bind(opts.dns, Arc::clone(&engine), opts.dns_limits)
                 .await
                 .with_context(|| format!("binding DNS on {}", opts.dns))?;
             running.dns = Some(server.local_addr());
             info!(addr = %server.local_addr(), "DNS listening (UDP and TCP)");
+            dns_stats = Some(server.stats());
             running.dns_server = Some(server);
         }
         if opts.roles.contains(&Role::Http) {
@@ -216,6 +297,9 @@ pub async fn start(
             );
             if let Some(extra) = extra_http {
                 router = router.merge(extra);
+            }
+            if let Some(metrics) = metrics_router(dns_stats.take(), running.scheduler.clone()) {
+                router = router.merge(metrics);
             }
             let listener = TcpListener::bind(opts.http)
                 .await
@@ -239,6 +323,15 @@ pub async fn start(
     if opts.roles.contains(&Role::Prober) {
         let mut cfg = isobar_prober::ProberConfig::new(scheduler_url, opts.node_name.clone());
         cfg.token = token;
+        cfg.tls = client_tls;
+        cfg.load = opts.load_agent.clone();
+        if let Some(addr) = opts.echo_listen {
+            let responder = isobar_prober::echo::Responder::bind(addr)
+                .await
+                .with_context(|| format!("binding the echo responder on {addr}"))?;
+            info!(addr = %responder.local_addr()?, "UDP echo responder listening");
+            tasks.spawn(responder.run(shutdown.clone()));
+        }
         let stop = shutdown.clone();
         tasks.spawn(async move {
             if let Err(err) = isobar_prober::run(cfg, stop).await {
@@ -249,6 +342,37 @@ pub async fn start(
 
     running.tasks = tasks;
     Ok(running)
+}
+
+/// `GET /metrics`: the DNS counters and, when this process runs the scheduler, the
+/// placement counters and target health, in one Prometheus text page.
+fn metrics_router(
+    dns: Option<Arc<isobar_dns::DnsStats>>,
+    scheduler: Option<Arc<Scheduler>>,
+) -> Option<axum::Router> {
+    if dns.is_none() && scheduler.is_none() {
+        return None;
+    }
+    let page = move || {
+        let mut out = dns
+            .as_ref()
+            .map(|s| s.render_prometheus())
+            .unwrap_or_default();
+        if let Some(s) = &scheduler {
+            out.push_str(&s.placement_metrics().render_prometheus());
+            out.push_str(&s.health_prometheus());
+        }
+        async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                out,
+            )
+        }
+    };
+    Some(axum::Router::new().route("/metrics", axum::routing::get(page)))
 }
 
 /// Applies a world file through the scheduler (the same path `isobar apply` takes).

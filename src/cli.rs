@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run Isobar's roles (all of them by default) with a world config.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a built-in demo world: 6 PoPs on 3 continents with local endpoints, SQLite, a
     /// small GeoIP database, and every role in one process.
     Demo(DemoArgs),
@@ -50,6 +50,10 @@ pub enum Command {
     WatchPlacement(WatchArgs),
     /// Forget a service's placement.
     Release(ServiceArgs),
+    /// Health overrides (force up/down, drain) and probe measurements.
+    Health(crate::health_cli::HealthArgs),
+    /// Import or export a zone as an RFC 1035 master file.
+    Zone(crate::zone_cmd::ZoneArgs),
 }
 
 /// Flags shared by the commands that talk to a scheduler.
@@ -61,6 +65,15 @@ pub struct ClientArgs {
     /// Bearer token.
     #[arg(long, env = "ISOBAR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA bundle (PEM) trusted for an `https://` scheduler.
+    #[arg(long, env = "ISOBAR_CA")]
+    pub scheduler_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a scheduler that requires mTLS.
+    #[arg(long, env = "ISOBAR_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "ISOBAR_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
 }
 
 /// `isobar serve`.
@@ -100,6 +113,45 @@ pub struct ServeArgs {
     /// This node's name (prober vantage, frontend name) [default: local].
     #[arg(long)]
     pub node: Option<String>,
+    /// DNS response rate limit per client prefix (/24, /56), responses/s; 0 = off [default: 0].
+    #[arg(long)]
+    pub dns_rrl_rate: Option<u32>,
+    /// Every Nth rate-limited response is sent truncated instead of dropped [default: 2].
+    #[arg(long)]
+    pub dns_rrl_slip: Option<u32>,
+    /// Open DNS TCP connections at most [default: 256].
+    #[arg(long)]
+    pub dns_max_tcp: Option<usize>,
+    /// Run the UDP echo responder here (prober role), for other PoPs' mesh probes.
+    #[arg(long)]
+    pub echo_listen: Option<SocketAddr>,
+    /// Run the node load agent (prober role), reading the operator load figure from this file.
+    #[arg(long)]
+    pub load_file: Option<PathBuf>,
+    /// Run the node load agent (prober role), accepting `PUT /load` figures here.
+    #[arg(long)]
+    pub load_listen: Option<SocketAddr>,
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs --grpc-tls-key.
+    #[arg(long)]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// The gRPC listener's private key (PEM).
+    #[arg(long)]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA bundle (mTLS).
+    #[arg(long)]
+    pub grpc_tls_client_ca: Option<PathBuf>,
+    /// CA bundle (PEM) the frontends and prober trust for an `https://` scheduler.
+    #[arg(long, env = "ISOBAR_CA")]
+    pub scheduler_ca: Option<PathBuf>,
+    /// Client certificate (PEM) the frontends and prober present to an mTLS scheduler.
+    #[arg(long)]
+    pub scheduler_client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    pub scheduler_client_key: Option<PathBuf>,
+    /// Seconds between the frontends' demand reports, 1..=120 [default: 10].
+    #[arg(long)]
+    pub demand_interval: Option<u64>,
 }
 
 /// `isobar demo`.
@@ -193,6 +245,16 @@ struct ServerSection {
     geoip: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     node: Option<String>,
+    dns_rrl_rate: Option<u32>,
+    dns_rrl_slip: Option<u32>,
+    dns_max_tcp: Option<usize>,
+    grpc_tls_cert: Option<PathBuf>,
+    grpc_tls_key: Option<PathBuf>,
+    grpc_tls_client_ca: Option<PathBuf>,
+    scheduler_ca: Option<PathBuf>,
+    scheduler_client_cert: Option<PathBuf>,
+    scheduler_client_key: Option<PathBuf>,
+    demand_interval: Option<u64>,
 }
 
 /// Reads a config file and every zone file it names, for sending to a scheduler.
@@ -240,7 +302,39 @@ pub fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
             .or(section.data_dir)
             .unwrap_or(defaults.data_dir),
         node_name: args.node.or(section.node).unwrap_or(defaults.node_name),
-        dns_limits: defaults.dns_limits,
+        echo_listen: args.echo_listen,
+        tls: crate::app::TlsOptions {
+            grpc_cert: args.grpc_tls_cert.or(section.grpc_tls_cert),
+            grpc_key: args.grpc_tls_key.or(section.grpc_tls_key),
+            grpc_client_ca: args.grpc_tls_client_ca.or(section.grpc_tls_client_ca),
+            scheduler_ca: args.scheduler_ca.or(section.scheduler_ca),
+            client_cert: args.scheduler_client_cert.or(section.scheduler_client_cert),
+            client_key: args.scheduler_client_key.or(section.scheduler_client_key),
+        },
+        demand_interval: match args.demand_interval.or(section.demand_interval) {
+            Some(secs @ 1..=120) => std::time::Duration::from_secs(secs),
+            Some(other) => anyhow::bail!("demand_interval must be 1..=120 seconds, got {other}"),
+            None => defaults.demand_interval,
+        },
+        load_agent: (args.load_file.is_some() || args.load_listen.is_some()).then(|| {
+            isobar_prober::LoadAgentConfig {
+                custom_file: args.load_file.clone(),
+                custom_listen: args.load_listen,
+                ..Default::default()
+            }
+        }),
+        dns_limits: isobar_dns::DnsLimits {
+            max_tcp_connections: (args.dns_max_tcp.or(section.dns_max_tcp))
+                .unwrap_or(defaults.dns_limits.max_tcp_connections),
+            rrl: isobar_dns::RrlLimits {
+                responses_per_second: (args.dns_rrl_rate.or(section.dns_rrl_rate))
+                    .unwrap_or(defaults.dns_limits.rrl.responses_per_second),
+                slip: (args.dns_rrl_slip.or(section.dns_rrl_slip))
+                    .unwrap_or(defaults.dns_limits.rrl.slip),
+                ..defaults.dns_limits.rrl
+            },
+            ..defaults.dns_limits
+        },
     })
 }
 
@@ -271,9 +365,18 @@ impl tonic::service::Interceptor for ClientAuth {
 }
 
 async fn channel(args: &ClientArgs) -> anyhow::Result<(Channel, ClientAuth)> {
-    let channel = Channel::from_shared(args.server.clone())
+    let mut endpoint = Channel::from_shared(args.server.clone())
         .with_context(|| format!("invalid --server {}", args.server))?
-        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if args.server.starts_with("https://") {
+        let tls = isobar_scheduler::grpc::tls::client_tls(
+            args.scheduler_ca.as_deref(),
+            args.client_cert.as_deref(),
+            args.client_key.as_deref(),
+        )?;
+        endpoint = endpoint.tls_config(tls).context("TLS settings")?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("connecting to scheduler {}", args.server))?;
@@ -295,6 +398,13 @@ async fn admin(
     Ok(AdminClient::with_interceptor(channel, auth).max_decoding_message_size(64 << 20))
 }
 
+/// An admin client for `args` (used by the subcommands in other modules).
+pub(crate) async fn admin_client(
+    args: &ClientArgs,
+) -> anyhow::Result<AdminClient<InterceptedService<Channel, ClientAuth>>> {
+    admin(args).await
+}
+
 async fn placement(
     args: &ClientArgs,
 ) -> anyhow::Result<PlacementClient<InterceptedService<Channel, ClientAuth>>> {
@@ -302,7 +412,7 @@ async fn placement(
     Ok(PlacementClient::with_interceptor(channel, auth))
 }
 
-fn grpc_error(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn grpc_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
@@ -350,7 +460,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn actor_name() -> String {
+pub(crate) fn actor_name() -> String {
     format!(
         "{}@cli",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())

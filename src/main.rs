@@ -21,7 +21,7 @@ async fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => match cli::serve_options(args) {
+        Command::Serve(args) => match cli::serve_options(*args) {
             Ok(opts) => serve(opts, None).await,
             Err(err) => {
                 eprintln!("error: {err:#}");
@@ -36,6 +36,8 @@ async fn main() {
         Command::GetPlacement(args) => cli::get_placement(args).await,
         Command::WatchPlacement(args) => cli::watch_placement(args).await,
         Command::Release(args) => cli::release(args).await,
+        Command::Health(args) => isobar::health_cli::run(args).await,
+        Command::Zone(args) => isobar::zone_cmd::run(args).await,
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

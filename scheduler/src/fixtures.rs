@@ -24,6 +24,7 @@ fn endpoint(pop: &str, address: &str, port: u16) -> Endpoint {
         pop: pop.into(),
         address: address.into(),
         check: Some(format!("127.0.0.1:{port}")),
+        probe: None,
         weight: 100,
         labels: BTreeMap::new(),
     }

@@ -6,15 +6,24 @@
 //! sets pushed to probers, and versioned placement decisions pushed to orchestrators.
 //!
 //! The solvers ([`steering::solve`], [`placement::solve`]) are pure functions of their inputs;
-//! [`Scheduler`] holds the state around them and [`grpc`] serves it.
+//! [`placement_state`] adds time (risk control) with explicit clocks; [`Scheduler`] holds
+//! the state around them and [`grpc`] serves it.
 
 pub mod grpc;
 pub mod health;
+pub mod measure;
 pub mod placement;
+pub mod placement_state;
+pub mod probing;
 mod runtime;
 pub mod steering;
+pub mod vivaldi;
+pub mod zonefile;
 
 #[cfg(test)]
 mod fixtures;
 
-pub use runtime::{Applied, CONFIG_POLL_INTERVAL, Scheduler, SchedulerError, now_ms};
+pub use runtime::{
+    Applied, CONFIG_POLL_INTERVAL, PLACEMENT_TICK, PlacementMetrics, Scheduler, SchedulerError,
+    now_ms,
+};

@@ -5,24 +5,25 @@
 //! Locks are never held across an `.await`: store I/O happens outside, and the critical
 //! sections are the pure solvers plus a few map updates.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use isobar_proto::v1::{
-    PlacementDecision, PlacementPolicy, ProbeKind, ProbeTarget, Snapshot, StatusReport, TargetSet,
-};
+use isobar_proto::v1::{PlacementDecision, Snapshot, TargetSet};
 use isobar_store::world::World;
 use isobar_store::{Store, StoreError};
-use prost::Message;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::health::{HealthTable, State, Transition};
-use crate::placement::{self, PolicyError};
+use crate::health::HealthTable;
+use crate::placement::PolicyError;
+use crate::placement_state::PlacementBook;
 use crate::steering;
+
+mod placement;
+pub use placement::{PLACEMENT_TICK, PlacementMetrics};
 
 /// How often the store's config version is polled, to pick up changes other nodes applied.
 pub const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -49,6 +50,9 @@ pub enum SchedulerError {
     /// The world could not be solved (a bug or a corrupted store).
     #[error("steering: {0}")]
     Solve(#[from] steering::SolveError),
+    /// A zone import or export was refused.
+    #[error("{0}")]
+    Zone(#[from] crate::zonefile::ZoneError),
 }
 
 /// The outcome of applying a config.
@@ -69,14 +73,21 @@ pub struct Scheduler {
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     targets_tx: watch::Sender<Arc<TargetSet>>,
     placement_tx: broadcast::Sender<PlacementDecision>,
-    recompute: Notify,
+    placement_metrics: PlacementMetrics,
+    /// Serialises placement changes from solve to store write (see `publish_outcomes`).
+    placement_gate: tokio::sync::Mutex<()>,
+    pub(crate) recompute: Notify,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     world: Arc<World>,
     config_version: u64,
-    health: HealthTable,
-    placements: BTreeMap<String, PlacementDecision>,
+    pub(crate) health: HealthTable,
+    /// Measurement windows and node loads (see [`crate::probing`]).
+    pub(crate) measure: crate::measure::Measurements,
+    /// Mesh and landmark target ids: measured, but without health.
+    pub(crate) probe_only: std::collections::HashSet<String>,
+    placements: PlacementBook,
     /// The last published snapshot with version and timestamp zeroed, to detect changes.
     last_content: Snapshot,
 }
@@ -87,20 +98,16 @@ impl Scheduler {
     /// Loads the world and placements from the store and computes the first snapshot.
     pub async fn open(store: Store) -> Result<Arc<Self>, SchedulerError> {
         let (world, config_version) = store.load_world().await?;
-        let mut placements = BTreeMap::new();
-        for row in store.load_placements().await? {
-            match decode_hex(&row.decision)
-                .and_then(|b| PlacementDecision::decode(b.as_slice()).ok())
-            {
-                Some(decision) => {
-                    placements.insert(row.service.clone(), decision);
-                }
-                None => warn!(service = %row.service, "ignoring undecodable stored placement"),
-            }
-        }
+        let placements = placement::load_book(&store, now_ms()).await?;
         let now = now_ms();
-        let health = HealthTable::new(world.health.clone(), target_ids(&world), now);
-        let content = steering::solve(&world, config_version, &health.down_set())?;
+        let health = crate::probing::initial_health(&store, &world, now).await?;
+        let probe_only = crate::probing::probe_only_ids(&world);
+        let content = steering::solve_with_ready(
+            &world,
+            config_version,
+            &health.down_set(),
+            &placements.ready_view(),
+        )?;
         let mut first = content.clone();
         first.version = next_version(0);
         first.generated_unix_ms = now;
@@ -121,10 +128,14 @@ impl Scheduler {
                 health,
                 placements,
                 last_content: content,
+                measure: Default::default(),
+                probe_only,
             }),
             snapshot_tx,
             targets_tx,
             placement_tx,
+            placement_metrics: PlacementMetrics::default(),
+            placement_gate: tokio::sync::Mutex::new(()),
             recompute: Notify::new(),
         }))
     }
@@ -136,6 +147,13 @@ impl Scheduler {
         let token = shutdown.clone();
         tasks.spawn(async move { this.recompute_loop(token).await });
         let this = Arc::clone(self);
+        let token = shutdown.clone();
+        tasks.spawn(async move { this.placement_loop(token).await });
+        let this = Arc::clone(self);
+        tasks.spawn(crate::probing::health_loop(
+            Arc::clone(self),
+            shutdown.clone(),
+        ));
         tasks.spawn(async move { this.poll_loop(shutdown).await });
     }
 
@@ -165,44 +183,9 @@ impl Scheduler {
         (Arc::clone(&inner.world), inner.config_version)
     }
 
-    /// Records a batch of probe results. Returns (accepted, rejected): results for targets
-    /// that are not configured are rejected.
-    pub fn ingest(
-        &self,
-        vantage: &str,
-        results: impl IntoIterator<Item = (String, bool, String)>,
-    ) -> (u64, u64) {
-        let now = now_ms();
-        let (mut accepted, mut rejected) = (0, 0);
-        let mut transitions: Vec<Transition> = Vec::new();
-        {
-            let mut inner = self.lock();
-            for (target, success, error) in results {
-                if !inner.health.contains(&target) {
-                    rejected += 1;
-                    continue;
-                }
-                accepted += 1;
-                transitions.extend(inner.health.observe(&target, success, &error, now));
-            }
-        }
-        for t in &transitions {
-            match t.to {
-                State::Down => {
-                    warn!(target = %t.target, vantage, reason = %t.reason, "target down")
-                }
-                State::Up => info!(target = %t.target, vantage, reason = %t.reason, "target up"),
-            }
-        }
-        if !transitions.is_empty() {
-            self.recompute.notify_one();
-        }
-        (accepted, rejected)
-    }
-
     /// Every target's health.
     pub fn health_report(&self) -> BTreeMap<String, crate::health::TargetHealth> {
-        self.lock().health.report()
+        self.lock().health.report(now_ms())
     }
 
     /// Validates `toml` and stores it as the new world (unless `dry_run`).
@@ -243,136 +226,39 @@ impl Scheduler {
 
     /// Re-reads the world from the store and re-derives everything from it.
     pub async fn reload(&self) -> Result<(), SchedulerError> {
+        let _gate = self.placement_gate.lock().await;
         let (world, config_version) = self.store.load_world().await?;
         let changed_placements = {
             let mut inner = self.lock();
             if config_version < inner.config_version {
                 return Ok(());
             }
-            inner
-                .health
-                .reconfigure(world.health.clone(), target_ids(&world), now_ms());
+            crate::probing::reconfigure(&mut inner, &world);
             inner.world = Arc::new(world);
             inner.config_version = config_version;
-            replan_all(&mut inner)
+            let world = Arc::clone(&inner.world);
+            inner.placements.replan_all(&world, now_ms())
         };
         self.targets_tx
             .send_replace(Arc::new(target_set(&self.world().0, config_version)));
-        for decision in changed_placements {
-            self.persist_placement(&decision).await?;
-            let _ = self.placement_tx.send(decision);
-        }
-        self.recompute.notify_one();
-        Ok(())
-    }
-
-    /// Declares or replaces a placement policy and returns the decision.
-    pub async fn place(
-        &self,
-        service: &str,
-        policy: PlacementPolicy,
-        actor: &str,
-    ) -> Result<PlacementDecision, SchedulerError> {
-        let decision = {
-            let mut inner = self.lock();
-            placement::validate(&inner.world, service, &policy)?;
-            let used = used_slots(&inner.placements, service);
-            let mut decision = placement::solve(&inner.world, service, &policy, &used);
-            let previous = inner.placements.get(service);
-            if let Some(prev) = previous.filter(|p| same_decision(p, &decision)) {
-                return Ok(prev.clone());
-            }
-            decision.version = previous.map_or(1, |p| p.version + 1);
-            inner
-                .placements
-                .insert(service.to_owned(), decision.clone());
-            decision
-        };
-        self.persist_placement(&decision).await?;
-        self.store
-            .append_audit(actor, "place", &serde_json::json!({
-                "service": service,
-                "version": decision.version,
-                "requested": decision.requested,
-                "placed": decision.placed,
-                "sites": decision.sites.iter().map(|s| (s.site.clone(), s.replicas)).collect::<BTreeMap<_, _>>(),
-            }))
+        self.publish_outcomes(changed_placements, "scheduler")
             .await?;
-        let _ = self.placement_tx.send(decision.clone());
-        Ok(decision)
-    }
-
-    /// The current decision for a service.
-    pub fn placement(&self, service: &str) -> Result<PlacementDecision, SchedulerError> {
-        self.lock()
-            .placements
-            .get(service)
-            .cloned()
-            .ok_or_else(|| SchedulerError::NoPlacement(service.to_owned()))
-    }
-
-    /// Every current decision (or the one for `service` when non-empty).
-    pub fn placements(&self, service: &str) -> Vec<PlacementDecision> {
-        let inner = self.lock();
-        inner
-            .placements
-            .values()
-            .filter(|d| service.is_empty() || d.service == service)
-            .cloned()
-            .collect()
-    }
-
-    /// Forgets a placement.
-    pub async fn release(&self, service: &str, actor: &str) -> Result<(), SchedulerError> {
-        if self.lock().placements.remove(service).is_none() {
-            return Err(SchedulerError::NoPlacement(service.to_owned()));
-        }
-        self.store.delete_placement(service).await?;
-        self.store
-            .append_audit(actor, "release", &serde_json::json!({ "service": service }))
-            .await?;
-        Ok(())
-    }
-
-    /// Stores an orchestrator's status report for one site.
-    pub async fn report_status(&self, report: &StatusReport) -> Result<(), SchedulerError> {
-        if self.lock().world.service(&report.service).is_none() {
-            return Err(PolicyError::UnknownService(report.service.clone()).into());
-        }
-        let endpoints: Vec<serde_json::Value> = report
-            .endpoints
-            .iter()
-            .map(|e| serde_json::json!({ "address": e.address, "port": e.port, "ready": e.ready }))
-            .collect();
-        self.store
-            .save_site_status(
-                &report.service,
-                &report.site,
-                report.ready_replicas,
-                &serde_json::Value::from(endpoints).to_string(),
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn persist_placement(&self, decision: &PlacementDecision) -> Result<(), SchedulerError> {
-        let policy = decision.policy.clone().unwrap_or_default();
-        self.store
-            .save_placement(
-                &decision.service,
-                &encode_hex(&policy.encode_to_vec()),
-                &encode_hex(&decision.encode_to_vec()),
-                decision.version,
-            )
-            .await?;
+        // Publish before returning, so that once an apply returns (and before `serve` opens
+        // its listeners at start) subscribers can only ever see the new world, never the
+        // snapshot of the world it replaced.
+        self.recompute_now()?;
         Ok(())
     }
 
     /// Solves the steering map now and publishes it if it changed.
     pub fn recompute_now(&self) -> Result<bool, SchedulerError> {
         let mut inner = self.lock();
-        let content =
-            steering::solve(&inner.world, inner.config_version, &inner.health.down_set())?;
+        let content = steering::solve_with_ready(
+            &inner.world,
+            inner.config_version,
+            &inner.health.down_set(),
+            &inner.placements.ready_view(),
+        )?;
         if content == inner.last_content {
             return Ok(false);
         }
@@ -424,7 +310,7 @@ impl Scheduler {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
         self.inner
             .lock()
@@ -432,104 +318,8 @@ impl Scheduler {
     }
 }
 
-/// Re-solves every placement against the current world; returns those that changed, with
-/// their versions bumped.
-fn replan_all(inner: &mut Inner) -> Vec<PlacementDecision> {
-    let services: Vec<String> = inner.placements.keys().cloned().collect();
-    let mut changed = Vec::new();
-    for service in services {
-        let Some(previous) = inner.placements.get(&service).cloned() else {
-            continue;
-        };
-        let policy = previous.policy.clone().unwrap_or_default();
-        let mut decision = if placement::validate(&inner.world, &service, &policy).is_ok() {
-            placement::solve(
-                &inner.world,
-                &service,
-                &policy,
-                &used_slots(&inner.placements, &service),
-            )
-        } else {
-            // The service or a region it names is gone: keep what still exists of the old
-            // decision? No — an invalid policy places nothing, and says why.
-            PlacementDecision {
-                service: service.clone(),
-                requested: policy.replicas,
-                conditions: vec![isobar_proto::v1::Condition {
-                    r#type: "Invalid".into(),
-                    message: placement::validate(&inner.world, &service, &policy)
-                        .err()
-                        .map(|e| e.to_string())
-                        .unwrap_or_default(),
-                }],
-                policy: Some(policy),
-                ..Default::default()
-            }
-        };
-        if !same_decision(&previous, &decision) {
-            decision.version = previous.version + 1;
-            inner.placements.insert(service, decision.clone());
-            changed.push(decision);
-        }
-    }
-    changed
-}
-
-fn same_decision(a: &PlacementDecision, b: &PlacementDecision) -> bool {
-    a.sites == b.sites
-        && a.requested == b.requested
-        && a.placed == b.placed
-        && a.conditions == b.conditions
-        && a.policy == b.policy
-}
-
-fn used_slots(
-    placements: &BTreeMap<String, PlacementDecision>,
-    except: &str,
-) -> HashMap<String, u32> {
-    let mut used = HashMap::new();
-    for decision in placements.values().filter(|d| d.service != except) {
-        for site in &decision.sites {
-            *used.entry(site.site.clone()).or_insert(0) += site.replicas;
-        }
-    }
-    used
-}
-
-fn target_ids(world: &World) -> Vec<String> {
-    let mut ids: Vec<String> = world
-        .services
-        .iter()
-        .flat_map(|s| s.endpoints.iter().filter_map(|e| e.target_id()))
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
-}
-
 fn target_set(world: &World, config_version: u64) -> TargetSet {
-    let mut targets: Vec<ProbeTarget> = world
-        .services
-        .iter()
-        .flat_map(|s| s.endpoints.iter())
-        .filter_map(|e| {
-            let check = e.check.clone()?;
-            Some(ProbeTarget {
-                id: e.target_id()?,
-                kind: ProbeKind::Tcp as i32,
-                address: check,
-                interval_ms: world.health.interval_ms,
-                timeout_ms: world.health.timeout_ms,
-                params: Default::default(),
-            })
-        })
-        .collect();
-    targets.sort_by(|a, b| a.id.cmp(&b.id));
-    targets.dedup_by(|a, b| a.id == b.id);
-    TargetSet {
-        version: config_version,
-        targets,
-    }
+    crate::probing::target_set(world, config_version)
 }
 
 /// Snapshot versions must keep growing across scheduler restarts, because frontends ignore

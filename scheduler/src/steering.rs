@@ -42,6 +42,23 @@ pub fn solve(
     config_version: u64,
     down: &BTreeSet<String>,
 ) -> Result<Snapshot, SolveError> {
+    solve_with_ready(world, config_version, down, &ReadyEndpoints::new())
+}
+
+/// Ready replica addresses per service and site, reported by orchestrators through the
+/// placement API (service → site → addresses).
+pub type ReadyEndpoints =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
+
+/// [`solve`], joined to placement: for a service listed in `ready`, only the listed sites
+/// serve it — their reported ready addresses plus their configured endpoints — so clients
+/// are never steered to a site whose replicas are not ready. Other services are unaffected.
+pub fn solve_with_ready(
+    world: &World,
+    config_version: u64,
+    down: &BTreeSet<String>,
+    ready: &ReadyEndpoints,
+) -> Result<Snapshot, SolveError> {
     let cell_degrees = world.defaults.cell_degrees;
     let cells = cell_count(cell_degrees);
     let cell_centers: Vec<(f64, f64)> = (0..cells as u32)
@@ -70,11 +87,42 @@ pub fn solve(
     }
 
     for service in &world.services {
+        let joined = ready
+            .get(&service.name)
+            .map(|sites| joined_service(service, sites));
+        let service = joined.as_ref().unwrap_or(service);
         snapshot
             .services
             .push(service_map(world, service, down, &cell_centers));
     }
     Ok(snapshot)
+}
+
+/// The service as steering should see it under placement: configured endpoints at ready
+/// sites only, plus each ready site's reported addresses (unprobed, weight 100).
+fn joined_service(
+    service: &Service,
+    sites: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Service {
+    let mut joined = service.clone();
+    joined.endpoints.retain(|e| sites.contains_key(&e.pop));
+    for (site, addresses) in sites {
+        for address in addresses {
+            if address.parse::<IpAddr>().is_ok()
+                && !joined
+                    .endpoints
+                    .iter()
+                    .any(|e| &e.address == address && &e.pop == site)
+            {
+                // Built through serde so every optional field takes its config default.
+                let reported = serde_json::json!({ "pop": site, "address": address });
+                if let Ok(endpoint) = serde_json::from_value::<Endpoint>(reported) {
+                    joined.endpoints.push(endpoint);
+                }
+            }
+        }
+    }
+    joined
 }
 
 fn zone_data(

@@ -246,6 +246,11 @@ fn service_details(d: &mut Details, o: &Service, n: &Service) {
                     &OptText(e.check.as_deref()),
                     &OptText(ne.check.as_deref()),
                 );
+                sub.field(
+                    "probe",
+                    &OptText(e.probe.as_ref().map(probe_text).as_deref()),
+                    &OptText(ne.probe.as_ref().map(probe_text).as_deref()),
+                );
                 sub.field("weight", &e.weight, &ne.weight);
                 sub.field("labels", &Labels(&e.labels), &Labels(&ne.labels));
                 d.0.extend(sub.0.into_iter().map(|s| format!("endpoint {k} {s}")));
@@ -256,6 +261,11 @@ fn service_details(d: &mut Details, o: &Service, n: &Service) {
     for k in new.keys().filter(|k| !old.contains_key(*k)) {
         d.0.push(format!("+endpoint {k}"));
     }
+}
+
+/// A probe spec on one line, for diff output.
+fn probe_text(p: &crate::world::ProbeSpec) -> String {
+    serde_json::to_string(p).unwrap_or_else(|_| format!("{p:?}"))
 }
 
 fn group_details(d: &mut Details, o: &ClientGroup, n: &ClientGroup) {
@@ -389,6 +399,7 @@ mod tests {
             pop: "fra1".into(),
             address: address.into(),
             check: None,
+            probe: None,
             weight,
             labels: BTreeMap::new(),
         };

@@ -18,7 +18,10 @@ pub mod diff;
 mod error;
 pub mod world;
 
-pub use db::{ApplyOutcome, AuditEntry, PlacementRow, SiteStatusRow, Store};
+pub use db::{
+    ApplyOutcome, AuditEntry, HealthOverrideRow, LostSite, PlacementRisk, PlacementRow,
+    SiteRemoval, SiteStatusRow, Store,
+};
 pub use diff::{Change, ChangeOp, Item};
 pub use error::StoreError;
 pub use world::World;

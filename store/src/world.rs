@@ -74,6 +74,101 @@ pub struct HealthSettings {
     /// Consecutive successes that bring a down target up.
     #[serde(default = "default_rise")]
     pub rise: u32,
+    /// Down votes that take a target down; 0 means a strict majority of the vantages reporting.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub quorum: u32,
+    /// A vantage's view of a target older than this no longer votes, milliseconds; 0 means
+    /// four probe intervals, at least 3 s.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stale_ms: u32,
+    /// A vantage that sees more than this percentage of its targets down while most of its
+    /// peers do not is judged broken itself, and its votes are set aside.
+    #[serde(
+        default = "default_broken_vantage_percent",
+        skip_serializing_if = "is_default_broken_vantage_percent"
+    )]
+    pub broken_vantage_percent: u32,
+    /// Flap damping: a target that went down this many times in quick succession (each down
+    /// counts 1 and the count halves every `flap_half_life_ms`) is held down until it is
+    /// stable again. 0 disables damping.
+    #[serde(
+        default = "default_flap_suppress",
+        skip_serializing_if = "is_default_flap_suppress"
+    )]
+    pub flap_suppress: u32,
+    /// Half-life of the flap count, milliseconds.
+    #[serde(
+        default = "default_flap_half_life_ms",
+        skip_serializing_if = "is_default_flap_half_life_ms"
+    )]
+    pub flap_half_life_ms: u32,
+    /// The probe mesh: each PoP's UDP echo responder (`host:port`), probed by every other PoP's
+    /// prober to measure PoP-to-PoP RTT and loss.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mesh: BTreeMap<String, String>,
+    /// Landmarks standing for client regions: every prober measures them, which yields the
+    /// PoP-to-region RTT and loss matrix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub landmarks: Vec<Landmark>,
+}
+
+/// A host that stands for the clients of a region in the probe mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Landmark {
+    /// The region it stands for.
+    pub region: String,
+    /// What to probe: `host:port` (UDP echo, TCP) or an address (ICMP).
+    pub address: String,
+    /// How to probe it (default ICMP echo).
+    #[serde(default = "default_landmark_kind")]
+    pub kind: CheckKind,
+    /// Probe interval, milliseconds (default `health.interval_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u32>,
+    /// Probe timeout, milliseconds (default `health.timeout_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+}
+
+/// How a target is probed.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// TCP connect to `host:port`.
+    #[default]
+    Tcp,
+    /// HTTP GET.
+    Http,
+    /// HTTPS GET.
+    Https,
+    /// ICMP echo.
+    Icmp,
+    /// A DNS query over UDP.
+    Dns,
+    /// Isobar's UDP echo probe, answered by the responder that ships with the prober.
+    UdpEcho,
+}
+
+/// Per-endpoint probe settings beyond the `check` address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSpec {
+    /// How to probe (default TCP connect).
+    #[serde(default)]
+    pub kind: CheckKind,
+    /// Probe interval, milliseconds (default `health.interval_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u32>,
+    /// Probe timeout, milliseconds (default `health.timeout_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+    /// Kind-specific settings: HTTP `path`, `host`, `sni`, `expect_status`, `body`,
+    /// `header.<name>`; DNS `name`, `type`, `expect_rcode`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
 }
 
 /// A latitude/longitude pair, degrees.
@@ -172,6 +267,9 @@ pub struct Endpoint {
     /// counts as up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
+    /// How `check` is probed; without it, TCP connect with the `[health]` timing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeSpec>,
     /// Relative weight inside its PoP (default 100).
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -245,9 +343,29 @@ impl Service {
 // === impl Endpoint ===
 
 impl Endpoint {
-    /// The health target id probers report against (`tcp://host:port`), if checked.
+    /// The health target id probers report against (`<kind>://host:port`, e.g.
+    /// `tcp://127.0.0.1:80`), if checked.
     pub fn target_id(&self) -> Option<String> {
-        self.check.as_ref().map(|c| format!("tcp://{c}"))
+        let kind = self.probe.as_ref().map_or(CheckKind::Tcp, |p| p.kind);
+        self.check
+            .as_ref()
+            .map(|c| format!("{}://{c}", kind.as_str()))
+    }
+}
+
+// === impl CheckKind ===
+
+impl CheckKind {
+    /// The name used in config files and target ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http => "http",
+            CheckKind::Https => "https",
+            CheckKind::Icmp => "icmp",
+            CheckKind::Dns => "dns",
+            CheckKind::UdpEcho => "udp_echo",
+        }
     }
 }
 
@@ -269,6 +387,13 @@ impl Default for HealthSettings {
             timeout_ms: default_timeout_ms(),
             fall: default_fall(),
             rise: default_rise(),
+            quorum: 0,
+            stale_ms: 0,
+            broken_vantage_percent: default_broken_vantage_percent(),
+            flap_suppress: default_flap_suppress(),
+            flap_half_life_ms: default_flap_half_life_ms(),
+            mesh: BTreeMap::new(),
+            landmarks: Vec::new(),
         }
     }
 }
@@ -293,6 +418,30 @@ fn default_fall() -> u32 {
 }
 fn default_rise() -> u32 {
     2
+}
+fn default_broken_vantage_percent() -> u32 {
+    50
+}
+fn default_flap_suppress() -> u32 {
+    3
+}
+fn default_flap_half_life_ms() -> u32 {
+    60_000
+}
+fn default_landmark_kind() -> CheckKind {
+    CheckKind::Icmp
+}
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+fn is_default_broken_vantage_percent(v: &u32) -> bool {
+    *v == default_broken_vantage_percent()
+}
+fn is_default_flap_suppress(v: &u32) -> bool {
+    *v == default_flap_suppress()
+}
+fn is_default_flap_half_life_ms(v: &u32) -> bool {
+    *v == default_flap_half_life_ms()
 }
 fn default_weight() -> u32 {
     100

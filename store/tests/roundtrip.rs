@@ -104,6 +104,7 @@ prop_compose! {
                         pop: pops[j % pops.len()].name.clone(),
                         address: format!("10.{}.{}.{j}", i, host % 256),
                         check: (host % 2 == 0).then(|| format!("10.{}.{}.{j}:{}", i, host % 256, host / 2)),
+                        probe: None,
                         weight: u32::from(*host),
                         labels: labels.clone(),
                     }).collect()
@@ -127,7 +128,7 @@ prop_compose! {
         let (interval_ms, timeout_ms, fall, rise) = health;
         World {
             defaults: Defaults { ttl, answers, location: location.map(|(lat, lon)| Location { lat, lon }), cell_degrees },
-            health: HealthSettings { interval_ms, timeout_ms, fall, rise },
+            health: HealthSettings { interval_ms, timeout_ms, fall, rise, ..HealthSettings::default() },
             regions, pops, zones, services, client_groups,
         }
     }

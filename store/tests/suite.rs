@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use isobar_store::config::{parse_world, to_toml};
 use isobar_store::world::{Endpoint, World};
-use isobar_store::{Store, StoreError};
+use isobar_store::{LostSite, PlacementRisk, SiteRemoval, Store, StoreError};
 use sqlx::{AssertSqlSafe, Connection};
 
 use common::{WORLD, edit, parse};
@@ -157,6 +157,7 @@ suite!(
     a_bad_config_or_a_failed_write_changes_nothing,
     concurrent_appliers_get_distinct_versions,
     placements_and_site_status_round_trip,
+    placement_risk_is_replaced_per_service_and_released_with_the_placement,
     another_node_sees_the_new_version,
 );
 
@@ -334,6 +335,7 @@ async fn a_bad_config_or_a_failed_write_changes_nothing(db: &TestDb) {
         pop: "fra1".into(),
         address: "192.0.2.99".into(),
         check: None,
+        probe: None,
         weight: 1,
         labels: Default::default(),
     });
@@ -455,6 +457,67 @@ async fn placements_and_site_status_round_trip(db: &TestDb) {
             ("www.a.test.", "iad1", 1, "[]")
         ]
     );
+}
+
+async fn placement_risk_is_replaced_per_service_and_released_with_the_placement(db: &TestDb) {
+    let store = db.open().await;
+    let removal = |site: &str, removed_at: i64, replicas: u32| SiteRemoval {
+        site: site.into(),
+        removed_at,
+        replicas,
+    };
+    let www = |removals: Vec<SiteRemoval>, lost: Vec<LostSite>| PlacementRisk {
+        service: "www.a.test.".into(),
+        removals,
+        lost,
+    };
+    let first = www(
+        vec![removal("fra1", 1_000, 1), removal("lon2", 1_000, 2)],
+        vec![LostSite {
+            site: "sin1".into(),
+            lost_since: 900,
+            recovered_at: None,
+        }],
+    );
+    let api = PlacementRisk {
+        service: "api.a.test.".into(),
+        removals: vec![removal("iad1", 5, 1)],
+        lost: vec![],
+    };
+    store
+        .save_placement("www.a.test.", "p", "d", 1)
+        .await
+        .unwrap();
+    store.save_placement_risk(&first).await.unwrap();
+    store.save_placement_risk(&api).await.unwrap();
+    assert_eq!(
+        store.load_placement_risk().await.unwrap(),
+        [api.clone(), first]
+    );
+
+    // A rewrite replaces the service's rows: no stale removal or lost site survives it,
+    // and a recovery instant (NULL before) round-trips.
+    let second = www(
+        vec![removal("fra1", 2_000, 1), removal("fra1", 1_000, 1)],
+        vec![LostSite {
+            site: "sin1".into(),
+            lost_since: 900,
+            recovered_at: Some(1_500),
+        }],
+    );
+    store.save_placement_risk(&second).await.unwrap();
+    let loaded = store.load_placement_risk().await.unwrap();
+    assert_eq!(loaded.len(), 2);
+    assert_eq!(
+        loaded[1].removals,
+        [removal("fra1", 1_000, 1), removal("fra1", 2_000, 1)],
+        "oldest first"
+    );
+    assert_eq!(loaded[1].lost, second.lost);
+
+    // Releasing the placement forgets its risk memory; the other service keeps its own.
+    assert!(store.delete_placement("www.a.test.").await.unwrap());
+    assert_eq!(store.load_placement_risk().await.unwrap(), [api]);
 }
 
 async fn another_node_sees_the_new_version(db: &TestDb) {

@@ -57,6 +57,19 @@ async fn a_stopped_endpoint_leaves_dns_and_httpdns_answers_and_returns() {
         "{}",
         target.reason
     );
+    // ... and so does /metrics: the target's state and the probe-driven change.
+    let page = metrics(&stack).await;
+    let fra_line = |state: &str, up: u8| {
+        format!("isobar_health_target_up{{target=\"{fra}\",state=\"{state}\"}} {up}")
+    };
+    assert!(page.lines().any(|l| l == fra_line("down", 0)), "{page}");
+    assert!(
+        sample(
+            &page,
+            "isobar_health_state_changes_total{to=\"down\",reason=\"probes\"}"
+        ) >= 1,
+        "{page}"
+    );
 
     stack.listeners.restart(0).await;
     let took = eventually(DETECTION_LIMIT, || async move {
@@ -66,5 +79,30 @@ async fn a_stopped_endpoint_leaves_dns_and_httpdns_answers_and_returns() {
     println!("fra1 returned to the DNS answers {took:?} after its listener restarted");
     let (_, body) = get_json(&stack.http_url("/d?host=www.example.test&ip=192.0.2.1")).await;
     assert_eq!(body["ips"][0], "192.0.2.10");
+    let page = metrics(&stack).await;
+    assert!(page.lines().any(|l| l == fra_line("up", 1)), "{page}");
+    assert!(
+        sample(
+            &page,
+            "isobar_health_state_changes_total{to=\"up\",reason=\"probes\"}"
+        ) >= 1,
+        "{page}"
+    );
     stack.running.stop().await;
+}
+
+async fn metrics(stack: &Stack) -> String {
+    reqwest::get(stack.http_url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
+/// The value of the sample named exactly `series` (name and labels); 0 when absent.
+fn sample(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
 }

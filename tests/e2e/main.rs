@@ -3,9 +3,14 @@
 
 mod binary;
 mod config;
+mod demand;
 mod dns;
 mod failover;
 mod httpdns;
 mod placement;
+mod placement_steering;
+mod python;
 mod restart;
+mod stability;
 mod support;
+mod zones;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use isobar_proto::v1::admin_server::Admin;
 use isobar_proto::v1::{
     ApplyConfigRequest, ApplyConfigResponse, ExportConfigRequest, ExportConfigResponse,
-    GetStateRequest, State, TargetHealth,
+    ExportZoneRequest, ExportZoneResponse, GetMeasurementsRequest, GetStateRequest,
+    ImportZoneRequest, Measurements, SetHealthOverrideRequest, State, TargetHealth,
 };
 use tonic::{Request, Response, Status};
 
@@ -48,6 +49,10 @@ pub(super) fn status_from(err: SchedulerError) -> Status {
         }
         SchedulerError::Policy(_) => Status::invalid_argument(err.to_string()),
         SchedulerError::NoPlacement(_) => Status::not_found(err.to_string()),
+        SchedulerError::Zone(crate::zonefile::ZoneError::UnknownZone(_)) => {
+            Status::not_found(err.to_string())
+        }
+        SchedulerError::Zone(_) => Status::invalid_argument(err.to_string()),
         SchedulerError::Store(_) | SchedulerError::Solve(_) => {
             tracing::error!(error = %err, "internal error");
             Status::internal(err.to_string())
@@ -107,17 +112,84 @@ impl Admin for AdminService {
             .scheduler
             .health_report()
             .into_iter()
-            .map(|(id, h)| TargetHealth {
-                target_id: id,
-                state: h.state.as_str().to_owned(),
-                reason: h.reason,
-                since_unix_ms: h.since_unix_ms,
-            })
+            .map(|(id, h)| super::health::target_health(id, h))
             .collect();
+        let (vantages, health_counters) = super::health::vantages_and_counters(&self.scheduler);
         Ok(Response::new(State {
             config_version,
             snapshot_version,
             targets,
+            vantages,
+            health_counters,
+        }))
+    }
+
+    async fn set_health_override(
+        &self,
+        request: Request<SetHealthOverrideRequest>,
+    ) -> Result<Response<TargetHealth>, Status> {
+        let fallback_actor = actor(&request);
+        let req = request.into_inner();
+        let actor = if req.actor.is_empty() {
+            fallback_actor
+        } else {
+            format!("{} via {fallback_actor}", req.actor)
+        };
+        super::health::set_override(&self.scheduler, req, actor)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_measurements(
+        &self,
+        request: Request<GetMeasurementsRequest>,
+    ) -> Result<Response<Measurements>, Status> {
+        Ok(Response::new(super::health::measurements(
+            &self.scheduler,
+            request.get_ref(),
+        )))
+    }
+
+    async fn import_zone(
+        &self,
+        request: Request<ImportZoneRequest>,
+    ) -> Result<Response<ApplyConfigResponse>, Status> {
+        let fallback_actor = actor(&request);
+        let req = request.into_inner();
+        let actor = if req.actor.is_empty() {
+            fallback_actor
+        } else {
+            format!("{} via {fallback_actor}", req.actor)
+        };
+        let source = if req.source_name.is_empty() {
+            "zone"
+        } else {
+            &req.source_name
+        };
+        let zone = Some(req.zone.as_str()).filter(|z| !z.is_empty());
+        let applied = self
+            .scheduler
+            .import_zone(zone, source, &req.text, req.dry_run, &actor)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(ApplyConfigResponse {
+            changed: applied.changed,
+            config_version: applied.config_version,
+            diff: applied.diff,
+        }))
+    }
+
+    async fn export_zone(
+        &self,
+        request: Request<ExportZoneRequest>,
+    ) -> Result<Response<ExportZoneResponse>, Status> {
+        let (text, config_version) = self
+            .scheduler
+            .export_zone(&request.get_ref().zone)
+            .map_err(status_from)?;
+        Ok(Response::new(ExportZoneResponse {
+            text,
+            config_version,
         }))
     }
 }

@@ -3,9 +3,11 @@
 
 mod admin;
 mod auth;
+mod health;
 mod placement;
 mod steering;
 mod telemetry;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +36,18 @@ pub async fn serve(
     listener: TcpListener,
     scheduler: Arc<Scheduler>,
     token: Option<String>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    serve_tls(listener, scheduler, token, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is set (see [`tls::ServerTls::load`]); plaintext
+/// connections to a TLS listener fail their handshake.
+pub async fn serve_tls(
+    listener: TcpListener,
+    scheduler: Arc<Scheduler>,
+    token: Option<String>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let auth = BearerAuth::new(token);
@@ -78,7 +92,11 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let admin = tonic::service::interceptor::InterceptedService::new(admin, auth);
 
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .timeout(std::time::Duration::from_secs(30))
         .concurrency_limit_per_connection(256)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))

@@ -14,6 +14,7 @@
 mod error;
 mod normalize;
 mod path;
+mod probing;
 mod validate;
 mod zone;
 

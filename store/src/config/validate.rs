@@ -72,6 +72,7 @@ pub(crate) fn check_world(world: &World) -> Result<(), Invalid> {
     let pops = check_pops(world, &regions)?;
     let zones = check_zones(world)?;
     check_services(world, &regions, &pops, &zones)?;
+    super::probing::check_probing(world)?;
     check_client_groups(world, &regions)
 }
 
@@ -431,7 +432,16 @@ fn check_services(
                     format!("duplicate endpoint address {address}"),
                 );
             }
-            if let Some(check) = &endpoint.check {
+            let icmp = endpoint
+                .probe
+                .as_ref()
+                .is_some_and(|p| p.kind == crate::world::CheckKind::Icmp);
+            if let Some(check) = &endpoint.check
+                && !(icmp
+                    && check
+                        .parse::<IpAddr>()
+                        .is_ok_and(|ip| ip.to_string() == *check))
+            {
                 match check.parse::<SocketAddr>() {
                     Ok(target) if target.to_string() == *check => {}
                     Ok(target) => {

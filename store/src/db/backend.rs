@@ -6,7 +6,7 @@
 use sqlx::Pool;
 
 use super::rows::{WorldRows, to_signed, to_unsigned};
-use super::{ApplyOutcome, AuditEntry, PlacementRow, SiteStatusRow, now_ms};
+use super::{ApplyOutcome, AuditEntry, HealthOverrideRow, PlacementRow, SiteStatusRow, now_ms};
 use crate::diff::diff;
 use crate::error::{Context, StoreError};
 use crate::world::World;
@@ -141,7 +141,7 @@ async fn read_world(conn: &mut Conn) -> Result<World, StoreError> {
             .await
             .context("load world: services")?,
         endpoints: sqlx::query_as(
-            "SELECT service, pop, address, check_target, weight, labels FROM endpoints",
+            "SELECT service, pop, address, check_target, weight, labels, probe FROM endpoints",
         )
         .fetch_all(&mut *conn)
         .await
@@ -224,10 +224,10 @@ async fn write_world(conn: &mut Conn, world: &World) -> Result<(), StoreError> {
         .await
         .context("apply world: insert service")?;
     }
-    for (service, pop, address, check, weight, labels) in rows.endpoints {
+    for (service, pop, address, check, weight, labels, probe) in rows.endpoints {
         sqlx::query(
-            "INSERT INTO endpoints (service, pop, address, check_target, weight, labels) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO endpoints (service, pop, address, check_target, weight, labels, probe) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(service)
         .bind(pop)
@@ -235,6 +235,7 @@ async fn write_world(conn: &mut Conn, world: &World) -> Result<(), StoreError> {
         .bind(check)
         .bind(weight)
         .bind(labels)
+        .bind(probe)
         .execute(&mut *conn)
         .await
         .context("apply world: insert endpoint")?;
@@ -340,15 +341,6 @@ pub(super) async fn load_placements(pool: &Pool<DB>) -> Result<Vec<PlacementRow>
         .collect()
 }
 
-pub(super) async fn delete_placement(pool: &Pool<DB>, service: &str) -> Result<bool, StoreError> {
-    let result = sqlx::query("DELETE FROM placements WHERE service = $1")
-        .bind(service)
-        .execute(pool)
-        .await
-        .context("delete placement")?;
-    Ok(result.rows_affected() > 0)
-}
-
 pub(super) async fn save_site_status(
     pool: &Pool<DB>,
     service: &str,
@@ -393,4 +385,86 @@ pub(super) async fn load_site_status(pool: &Pool<DB>) -> Result<Vec<SiteStatusRo
             })
         })
         .collect()
+}
+
+pub(super) async fn set_health_override(
+    pool: &Pool<DB>,
+    target_id: &str,
+    set: Option<(&str, &str)>,
+    actor: &str,
+    at_ms: i64,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await.context("health override: begin")?;
+    let changed = match set {
+        Some((mode, reason)) => {
+            sqlx::query(
+                "INSERT INTO health_overrides (target_id, mode, reason, actor, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (target_id) DO UPDATE SET mode = excluded.mode, \
+                 reason = excluded.reason, actor = excluded.actor, created_at = excluded.created_at",
+            )
+            .bind(target_id)
+            .bind(mode)
+            .bind(reason)
+            .bind(actor)
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await
+            .context("health override: save")?;
+            true
+        }
+        None => {
+            sqlx::query("DELETE FROM health_overrides WHERE target_id = $1")
+                .bind(target_id)
+                .execute(&mut *tx)
+                .await
+                .context("health override: clear")?
+                .rows_affected()
+                > 0
+        }
+    };
+    if changed {
+        let detail = serde_json::json!({
+            "target_id": target_id,
+            "mode": set.map_or("clear", |(mode, _)| mode),
+            "reason": set.map_or("", |(_, reason)| reason),
+        });
+        sqlx::query(
+            "INSERT INTO audit_log (at_ms, actor, action, detail, config_version) \
+             VALUES ($1, $2, $3, $4, (SELECT version FROM config_state WHERE id = 1))",
+        )
+        .bind(at_ms)
+        .bind(actor)
+        .bind("health_override")
+        .bind(detail.to_string())
+        .execute(&mut *tx)
+        .await
+        .context("health override: audit")?;
+    }
+    tx.commit().await.context("health override: commit")?;
+    Ok(changed)
+}
+
+pub(super) async fn load_health_overrides(
+    pool: &Pool<DB>,
+) -> Result<Vec<HealthOverrideRow>, StoreError> {
+    let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+        "SELECT target_id, mode, reason, actor, created_at FROM health_overrides \
+         ORDER BY target_id",
+    )
+    .fetch_all(pool)
+    .await
+    .context("load health overrides")?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(target_id, mode, reason, actor, created_at)| HealthOverrideRow {
+                target_id,
+                mode,
+                reason,
+                actor,
+                created_at,
+            },
+        )
+        .collect())
 }

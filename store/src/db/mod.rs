@@ -105,12 +105,60 @@ pub struct SiteStatusRow {
     pub reported_at: i64,
 }
 
+/// A service's placement risk-control memory: what a scheduler restart must not forget.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlacementRisk {
+    /// The service.
+    pub service: String,
+    /// Replica removals still inside some removal window, oldest first.
+    pub removals: Vec<SiteRemoval>,
+    /// Sites declared lost for this service.
+    pub lost: Vec<LostSite>,
+}
+
+/// Replicas removed from one site at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteRemoval {
+    /// The site (PoP).
+    pub site: String,
+    /// When, Unix milliseconds.
+    pub removed_at: i64,
+    /// How many replicas (at least 1).
+    pub replicas: u32,
+}
+
+/// A site that stopped reporting past its grace period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostSite {
+    /// The site (PoP).
+    pub site: String,
+    /// When it was declared lost, Unix milliseconds.
+    pub lost_since: i64,
+    /// When it reported again, if it has; failback is paced from here.
+    pub recovered_at: Option<i64>,
+}
+
+/// An operator's health override on one probe target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthOverrideRow {
+    /// The probe target id.
+    pub target_id: String,
+    /// `force_up`, `force_down` or `drain`.
+    pub mode: String,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub actor: String,
+    /// When, Unix milliseconds.
+    pub created_at: i64,
+}
+
 /// Runs the same backend function on whichever pool the store holds.
 macro_rules! dispatch {
-    ($self:ident, $f:ident($($arg:expr),*)) => {
+    ($self:ident, $($f:ident)::+($($arg:expr),*)) => {
         match &$self.db {
-            Db::Sqlite(pool) => sqlite::$f(pool, $($arg),*).await,
-            Db::Postgres(pool) => postgres::$f(pool, $($arg),*).await,
+            Db::Sqlite(pool) => sqlite::$($f)::+(pool, $($arg),*).await,
+            Db::Postgres(pool) => postgres::$($f)::+(pool, $($arg),*).await,
         }
     };
 }
@@ -229,9 +277,20 @@ impl Store {
         dispatch!(self, load_placements())
     }
 
-    /// Deletes the placement of `service`; whether there was one.
+    /// Deletes the placement of `service` and its risk memory; whether there was one.
     pub async fn delete_placement(&self, service: &str) -> Result<bool, StoreError> {
-        dispatch!(self, delete_placement(service))
+        dispatch!(self, risk::delete_placement(service))
+    }
+
+    /// Replaces the risk-control memory of `risk.service` (removal history and lost sites)
+    /// in one transaction.
+    pub async fn save_placement_risk(&self, risk: &PlacementRisk) -> Result<(), StoreError> {
+        dispatch!(self, risk::save_placement_risk(risk))
+    }
+
+    /// Every service's stored risk-control memory, by service name.
+    pub async fn load_placement_risk(&self) -> Result<Vec<PlacementRisk>, StoreError> {
+        dispatch!(self, risk::load_placement_risk())
     }
 
     /// Creates or replaces the status of `service` at `site`.
@@ -246,6 +305,22 @@ impl Store {
             self,
             save_site_status(service, site, ready_replicas, endpoints, now_ms())
         )
+    }
+
+    /// Sets (`Some((mode, reason))`) or clears (`None`) the health override of `target_id`
+    /// and writes the audit row, in one transaction. Returns whether anything changed.
+    pub async fn set_health_override(
+        &self,
+        target_id: &str,
+        set: Option<(&str, &str)>,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, set_health_override(target_id, set, actor, now_ms()))
+    }
+
+    /// Every stored health override, by target id.
+    pub async fn load_health_overrides(&self) -> Result<Vec<HealthOverrideRow>, StoreError> {
+        dispatch!(self, load_health_overrides())
     }
 
     /// Every stored site status, by service then site.
@@ -339,6 +414,10 @@ mod sqlite {
     /// The write lock is already held.
     const LOCK_CONFIG: &str = "SELECT version FROM config_state WHERE id = 1";
     include!("backend.rs");
+    pub(super) mod risk {
+        use super::{BEGIN_WRITE, DB};
+        include!("risk_sql.rs");
+    }
 }
 
 mod postgres {
@@ -350,4 +429,8 @@ mod postgres {
     /// the committed version and world (READ COMMITTED takes a fresh snapshot per statement).
     const LOCK_CONFIG: &str = "SELECT version FROM config_state WHERE id = 1 FOR UPDATE";
     include!("backend.rs");
+    pub(super) mod risk {
+        use super::{BEGIN_WRITE, DB};
+        include!("risk_sql.rs");
+    }
 }

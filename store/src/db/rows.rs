@@ -20,8 +20,16 @@ pub(crate) type PopRow = (String, String, f64, f64, i64, i64, String);
 pub(crate) type RecordRow = (String, i64, String);
 /// name, ttl, answers, ecs, demand.
 pub(crate) type ServiceRow = (String, Option<i64>, Option<i64>, bool, String);
-/// service, pop, address, check_target, weight, labels.
-pub(crate) type EndpointRow = (String, String, String, Option<String>, i64, String);
+/// service, pop, address, check_target, weight, labels, probe.
+pub(crate) type EndpointRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    Option<String>,
+);
 /// name, cidrs, region.
 pub(crate) type ClientGroupRow = (String, String, String);
 
@@ -88,6 +96,7 @@ impl WorldRows {
                     e.check.clone(),
                     i64::from(e.weight),
                     to_json(&e.labels)?,
+                    e.probe.as_ref().map(to_json).transpose()?,
                 ));
             }
         }
@@ -139,11 +148,12 @@ impl WorldRows {
             });
         }
         let mut endpoints: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
-        for (service, pop, address, check, weight, labels) in self.endpoints {
+        for (service, pop, address, check, weight, labels, probe) in self.endpoints {
             endpoints.entry(service).or_default().push(Endpoint {
                 pop,
                 address,
                 check,
+                probe: probe.map(|p| from_json("endpoints", &p)).transpose()?,
                 weight: to_unsigned("endpoints", "weight", weight)?,
                 labels: from_json("endpoints", &labels)?,
             });
