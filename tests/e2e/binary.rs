@@ -92,11 +92,12 @@ async fn demo_answers_by_location_and_follows_a_pop_going_down() {
         .await
         .expect("post");
     assert_eq!(stopped.status().as_u16(), 200);
+    // One-second tries: a try that goes unanswered on a loaded machine is retried, and the
+    // 10 s bound still fails a frontend that stops answering or never moves Berlin.
     let took = crate::support::eventually(Duration::from_secs(10), || async move {
-        addresses(&udp(dns, &berlin()).await)
-            .first()
-            .map(String::as_str)
-            == Some("127.0.1.2")
+        crate::support::try_udp(dns, &berlin(), Duration::from_secs(1))
+            .await
+            .is_some_and(|m| addresses(&m).first().map(String::as_str) == Some("127.0.1.2"))
     })
     .await;
     println!("demo: fra1 left Berlin's answer after {took:?}");
