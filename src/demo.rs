@@ -7,6 +7,7 @@
 //! and `/start` on the HTTP port take a PoP's listener away and bring it back.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -284,7 +286,11 @@ fn print_tour(
         IpAddr::V4(ip) => ip.to_string(),
     };
     let (dh, dp, hh, hp) = (host(dns), dns.port(), host(http), http.port());
-    println!(
+    // A closed stdout (a pipe whose reader went away) must not take the demo down:
+    // `println!` would panic on EPIPE, so write and ignore the error.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         r#"
 Isobar demo is running (data in {dir}).
   PoPs: fra1 lon1 (eu)  iad1 sfo1 (na)  sin1 nrt1 (ap); endpoints 127.0.1.1-6:18080

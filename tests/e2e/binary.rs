@@ -31,10 +31,12 @@ async fn demo_answers_by_location_and_follows_a_pop_going_down() {
         .expect("spawn isobar demo");
     let stdout = child.stdout.take().expect("stdout");
     // The tour names the bound ports.
-    let (dns_port, http) = tokio::task::spawn_blocking(move || {
-        let (mut dns, mut http) = (None, None);
+    // Read the tour for the bound ports, then keep draining stdout so the pipe stays open.
+    let (found_tx, found_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut dns, mut http, mut sent) = (None, None, false);
         for line in BufReader::new(stdout).lines() {
-            let line = line.expect("utf-8");
+            let Ok(line) = line else { break };
             if dns.is_none() && line.contains("dig @") {
                 dns = line
                     .split(" -p ")
@@ -49,14 +51,17 @@ async fn demo_answers_by_location_and_follows_a_pop_going_down() {
                     .and_then(|r| r.split('/').next())
                     .map(str::to_owned);
             }
-            if let (Some(dns), Some(http)) = (dns, &http) {
-                return (dns, http.clone());
+            if !sent && let (Some(d), Some(h)) = (dns, &http) {
+                let _ = found_tx.send((d, h.clone()));
+                sent = true;
             }
         }
-        panic!("demo exited before printing its tour");
-    })
-    .await
-    .expect("reader");
+    });
+    let (dns_port, http) =
+        tokio::task::spawn_blocking(move || found_rx.recv_timeout(Duration::from_secs(60)))
+            .await
+            .expect("reader")
+            .expect("demo printed its tour");
     let dns = std::net::SocketAddr::from(([127, 0, 0, 1], dns_port));
 
     let berlin = || query("www.demo.isobar.test.", RecordType::A, Some("192.0.2.1/24"));
