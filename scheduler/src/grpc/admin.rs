@@ -60,19 +60,24 @@ pub(super) fn status_from(err: SchedulerError) -> Status {
     }
 }
 
+/// The audited actor: the name the caller gave ("alice via grpc (peer)"), else the peer.
+fn named_actor(given: &str, peer_actor: String) -> String {
+    if given.is_empty() {
+        peer_actor
+    } else {
+        format!("{given} via {peer_actor}")
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn apply_config(
         &self,
         request: Request<ApplyConfigRequest>,
     ) -> Result<Response<ApplyConfigResponse>, Status> {
-        let fallback_actor = actor(&request);
+        let peer_actor = actor(&request);
         let req = request.into_inner();
-        let actor = if req.actor.is_empty() {
-            fallback_actor
-        } else {
-            format!("{} via {fallback_actor}", req.actor)
-        };
+        let actor = named_actor(&req.actor, peer_actor);
         let source = if req.source_name.is_empty() {
             "config"
         } else {
@@ -128,13 +133,9 @@ impl Admin for AdminService {
         &self,
         request: Request<SetHealthOverrideRequest>,
     ) -> Result<Response<TargetHealth>, Status> {
-        let fallback_actor = actor(&request);
+        let peer_actor = actor(&request);
         let req = request.into_inner();
-        let actor = if req.actor.is_empty() {
-            fallback_actor
-        } else {
-            format!("{} via {fallback_actor}", req.actor)
-        };
+        let actor = named_actor(&req.actor, peer_actor);
         super::health::set_override(&self.scheduler, req, actor)
             .await
             .map(Response::new)
@@ -154,13 +155,9 @@ impl Admin for AdminService {
         &self,
         request: Request<ImportZoneRequest>,
     ) -> Result<Response<ApplyConfigResponse>, Status> {
-        let fallback_actor = actor(&request);
+        let peer_actor = actor(&request);
         let req = request.into_inner();
-        let actor = if req.actor.is_empty() {
-            fallback_actor
-        } else {
-            format!("{} via {fallback_actor}", req.actor)
-        };
+        let actor = named_actor(&req.actor, peer_actor);
         let source = if req.source_name.is_empty() {
             "zone"
         } else {
