@@ -33,6 +33,10 @@ pub enum Item {
     Service(String),
     /// A client group by name.
     ClientGroup(String),
+    /// The `[httpdns]` section.
+    Httpdns,
+    /// An HTTPDNS account by id.
+    Account(String),
 }
 
 /// One difference, displayed as one line: `+ pop fra1`, `- service www.example.com.`,
@@ -57,6 +61,8 @@ impl fmt::Display for Item {
             Self::Zone(name) => write!(f, "zone {name}"),
             Self::Service(name) => write!(f, "service {name}"),
             Self::ClientGroup(name) => write!(f, "client_group {name}"),
+            Self::Httpdns => f.write_str("httpdns"),
+            Self::Account(id) => write!(f, "account {id}"),
         }
     }
 }
@@ -141,7 +147,38 @@ pub fn diff(old: &World, new: &World) -> Vec<Change> {
         Item::ClientGroup,
         group_details,
     );
+    if old.httpdns != new.httpdns {
+        out.push(Change {
+            op: ChangeOp::Modified,
+            item: Item::Httpdns,
+            details: Vec::new(),
+        });
+    }
+    named(
+        &mut out,
+        &old.accounts,
+        &new.accounts,
+        |a| &a.id,
+        Item::Account,
+        account_details,
+    );
     out
+}
+
+/// Never shows a secret, only that it changed.
+fn account_details(
+    d: &mut Details,
+    old: &crate::world::HttpdnsAccount,
+    new: &crate::world::HttpdnsAccount,
+) {
+    if old.secret != new.secret {
+        d.0.push("secret changed".into());
+    }
+    d.field(
+        "unsigned_allowed",
+        &old.unsigned_allowed,
+        &new.unsigned_allowed,
+    );
 }
 
 fn named<T: PartialEq>(
@@ -211,6 +248,11 @@ fn pop_details(d: &mut Details, o: &Pop, n: &Pop) {
     d.field("capacity", &o.capacity, &n.capacity);
     d.field("replica_slots", &o.replica_slots, &n.replica_slots);
     d.field("labels", &Labels(&o.labels), &Labels(&n.labels));
+    d.field(
+        "failure_domain",
+        &OptText(o.failure_domain.as_deref()),
+        &OptText(n.failure_domain.as_deref()),
+    );
 }
 
 fn zone_details(d: &mut Details, o: &Zone, n: &Zone) {
@@ -233,6 +275,9 @@ fn service_details(d: &mut Details, o: &Service, n: &Service) {
     d.field("answers", &OptNum(o.answers), &OptNum(n.answers));
     d.field("ecs", &o.ecs, &n.ecs);
     d.field("demand", &List(&o.demand), &List(&n.demand));
+    let json = |v: &dyn erased::Json| v.text();
+    d.field("steering", &json(&o.steering), &json(&n.steering));
+    d.field("gray", &json(&o.gray), &json(&n.gray));
     let key = |e: &Endpoint| format!("{}/{}", e.pop, e.address);
     let old: BTreeMap<String, &Endpoint> = o.endpoints.iter().map(|e| (key(e), e)).collect();
     let new: BTreeMap<String, &Endpoint> = n.endpoints.iter().map(|e| (key(e), e)).collect();
@@ -253,6 +298,11 @@ fn service_details(d: &mut Details, o: &Service, n: &Service) {
                 );
                 sub.field("weight", &e.weight, &ne.weight);
                 sub.field("labels", &Labels(&e.labels), &Labels(&ne.labels));
+                sub.field(
+                    "capacity",
+                    &OptText(e.capacity.map(|c| c.to_string()).as_deref()),
+                    &OptText(ne.capacity.map(|c| c.to_string()).as_deref()),
+                );
                 d.0.extend(sub.0.into_iter().map(|s| format!("endpoint {k} {s}")));
             }
             Some(_) => {}
@@ -325,6 +375,19 @@ impl fmt::Display for Labels<'_> {
     }
 }
 
+/// Compact JSON of a settings value, for `old -> new` lines.
+mod erased {
+    pub(super) trait Json {
+        fn text(&self) -> String;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn text(&self) -> String {
+            serde_json::to_string(self).unwrap_or_else(|e| format!("<{e}>"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +401,7 @@ mod tests {
             capacity,
             replica_slots: 4,
             labels: BTreeMap::new(),
+            failure_domain: None,
         }
     }
 
@@ -378,6 +442,8 @@ mod tests {
             ecs: true,
             demand: Vec::new(),
             endpoints: Vec::new(),
+            steering: Default::default(),
+            gray: None,
         });
         let lines: Vec<String> = diff(&old, &new).iter().map(ToString::to_string).collect();
         assert_eq!(
@@ -402,6 +468,7 @@ mod tests {
             probe: None,
             weight,
             labels: BTreeMap::new(),
+            capacity: None,
         };
         let service = |endpoints| Service {
             name: "www.example.com.".into(),
@@ -410,6 +477,8 @@ mod tests {
             ecs: true,
             demand: Vec::new(),
             endpoints,
+            steering: Default::default(),
+            gray: None,
         };
         let old = World {
             services: vec![service(vec![

@@ -11,6 +11,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod httpdns;
+mod steering;
+pub use httpdns::{HttpdnsAccount, HttpdnsSettings, RateLimit, ServiceIps};
+pub use steering::{AllDown, Cohort, CostWeights, Gray, Guard, RampStep, Steering, Verdict};
+
 /// The whole declarative configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +41,12 @@ pub struct World {
     /// CIDR overrides: clients in these prefixes belong to the named group whatever GeoIP says.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_groups: Vec<ClientGroup>,
+    /// HTTPDNS serving settings: service IPs per region, rate limits.
+    #[serde(default, skip_serializing_if = "HttpdnsSettings::is_default")]
+    pub httpdns: HttpdnsSettings,
+    /// HTTPDNS accounts (`/{id}/d`), with their signing secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<HttpdnsAccount>,
 }
 
 /// Service defaults.
@@ -214,6 +225,10 @@ pub struct Pop {
     /// Free-form labels (provider, tier, zone, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// PoPs sharing a failure domain (power, network, metro) fail together: answer
+    /// fallbacks come from another domain first. Unset = the PoP is its own domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_domain: Option<String>,
 }
 
 /// An authoritative zone.
@@ -253,6 +268,12 @@ pub struct Service {
     /// The addresses that can answer for this name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Endpoint>,
+    /// Capacity model, cost weights, guardrails and all-down policy.
+    #[serde(default, skip_serializing_if = "Steering::is_default")]
+    pub steering: Steering,
+    /// A gray (canary) rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gray: Option<Gray>,
 }
 
 /// One address that can answer for a service.
@@ -276,6 +297,10 @@ pub struct Endpoint {
     /// Free-form labels (e.g. version = "v2").
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Queries per second this endpoint can take (steering capacity); unset = the PoP's
+    /// `capacity` bounds the service there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<f64>,
 }
 
 /// A CIDR override group.
@@ -288,6 +313,9 @@ pub struct ClientGroup {
     pub cidrs: Vec<String>,
     /// The region whose centre stands for these clients' location.
     pub region: String,
+    /// Declared demand, queries per second: a floor under the rate the frontends observe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demand: Option<f64>,
 }
 
 // === impl World ===
@@ -308,6 +336,10 @@ impl World {
                 .sort_by(|a, b| (&a.pop, &a.address).cmp(&(&b.pop, &b.address)));
         }
         self.client_groups.sort_by(|a, b| a.name.cmp(&b.name));
+        self.accounts.sort_by(|a, b| a.id.cmp(&b.id));
+        self.httpdns
+            .service_ips
+            .sort_by(|a, b| a.region.cmp(&b.region));
     }
 
     /// The PoP with this name.

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use isobar_store::config::{parse_world, to_toml};
 use isobar_store::world::{
-    ClientGroup, Defaults, Endpoint, HealthSettings, Location, Pop, Region, Service, World, Zone,
+    ClientGroup, Defaults, Endpoint, HealthSettings, HttpdnsAccount, HttpdnsSettings, Location,
+    Pop, RateLimit, Region, Service, World, Zone,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -70,6 +71,8 @@ prop_compose! {
         groups in vec((vec(any::<[u8; 3]>(), 1..3), 0..4usize), 0..3),
         defaults in (1..100_000u32, 1..8u32, prop::option::of(location()), 0.1..=90.0f64),
         health in (50..10_000u32, 10..5_000u32, 1..10u32, 1..10u32),
+        accounts in btree_map("[A-Za-z0-9_-]{1,12}", ("[!-~]{0,16}", any::<bool>()), 0..3),
+        per_client in (0..1000u32, 1..2000u32),
     ) -> World {
         let regions: Vec<Region> = REGIONS[..region_count]
             .iter()
@@ -83,6 +86,7 @@ prop_compose! {
                 name: format!("pop{i}"),
                 region: regions[region % regions.len()].name.clone(),
                 lat, lon, capacity, replica_slots: slots, labels,
+                failure_domain: (i % 3 == 0).then(|| format!("metro{}", i / 3)),
             })
             .collect();
         let zones: Vec<Zone> = zones
@@ -107,8 +111,19 @@ prop_compose! {
                         probe: None,
                         weight: u32::from(*host),
                         labels: labels.clone(),
+                        capacity: (host % 3 == 0).then(|| f64::from(*host) * 10.0),
                     }).collect()
                 },
+                steering: isobar_store::world::Steering {
+                    headroom: 0.05 * (i % 4) as f64,
+                    all_down: if i % 2 == 0 {
+                        isobar_store::world::AllDown::ServeAll
+                    } else {
+                        isobar_store::world::AllDown::Refuse
+                    },
+                    ..Default::default()
+                },
+                gray: None,
             })
             .collect();
         let client_groups: Vec<ClientGroup> = groups
@@ -121,7 +136,12 @@ prop_compose! {
                     .map(|(j, n)| format!("{}.{}.{}.0/24", 100 + i * 10 + j, n[1], n[2]))
                     .collect();
                 cidrs.dedup();
-                ClientGroup { name: format!("group{i}"), cidrs, region: regions[region % regions.len()].name.clone() }
+                ClientGroup {
+                    name: format!("group{i}"),
+                    cidrs,
+                    region: regions[region % regions.len()].name.clone(),
+                    demand: (i % 2 == 0).then_some(12.5 * i as f64),
+                }
             })
             .collect();
         let (ttl, answers, location, cell_degrees) = defaults;
@@ -130,6 +150,18 @@ prop_compose! {
             defaults: Defaults { ttl, answers, location: location.map(|(lat, lon)| Location { lat, lon }), cell_degrees },
             health: HealthSettings { interval_ms, timeout_ms, fall, rise, ..HealthSettings::default() },
             regions, pops, zones, services, client_groups,
+            httpdns: HttpdnsSettings {
+                per_client: RateLimit { rate: per_client.0, burst: per_client.1 },
+                ..HttpdnsSettings::default()
+            },
+            accounts: accounts
+                .into_iter()
+                // An account without a secret must allow unsigned requests.
+                .map(|(id, (secret, unsigned))| {
+                    let unsigned_allowed = unsigned || secret.is_empty();
+                    HttpdnsAccount { id, secret, unsigned_allowed }
+                })
+                .collect(),
         }
     }
 }

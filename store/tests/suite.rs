@@ -338,6 +338,7 @@ async fn a_bad_config_or_a_failed_write_changes_nothing(db: &TestDb) {
         probe: None,
         weight: 1,
         labels: Default::default(),
+        capacity: None,
     });
     match store.apply_world(&doomed, "mallory", false).await {
         Err(StoreError::Database { context, error }) => {

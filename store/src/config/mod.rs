@@ -12,9 +12,11 @@
 //! and field path.
 
 mod error;
+mod httpdns;
 mod normalize;
 mod path;
 mod probing;
+mod steering;
 mod validate;
 mod zone;
 

@@ -71,6 +71,8 @@ pub(crate) fn normalize_source(
             }
         }
     }
+    super::httpdns::normalize_httpdns(world);
+    super::steering::normalize_steering(world);
     Ok(())
 }
 

@@ -73,6 +73,8 @@ pub(crate) fn check_world(world: &World) -> Result<(), Invalid> {
     let zones = check_zones(world)?;
     check_services(world, &regions, &pops, &zones)?;
     super::probing::check_probing(world)?;
+    super::httpdns::check_httpdns(world, &regions)?;
+    super::steering::check_steering(world, &pops)?;
     check_client_groups(world, &regions)
 }
 

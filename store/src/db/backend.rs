@@ -123,7 +123,7 @@ async fn read_world(conn: &mut Conn) -> Result<World, StoreError> {
             .await
             .context("load world: regions")?,
         pops: sqlx::query_as(
-            "SELECT name, region, lat, lon, capacity, replica_slots, labels FROM pops",
+            "SELECT name, region, lat, lon, capacity, replica_slots, labels, failure_domain FROM pops",
         )
         .fetch_all(&mut *conn)
         .await
@@ -136,17 +136,20 @@ async fn read_world(conn: &mut Conn) -> Result<World, StoreError> {
             .fetch_all(&mut *conn)
             .await
             .context("load world: zone records")?,
-        services: sqlx::query_as("SELECT name, ttl, answers, ecs, demand FROM services")
+        services: sqlx::query_as(
+            "SELECT name, ttl, answers, ecs, demand, steering, gray FROM services",
+        )
             .fetch_all(&mut *conn)
             .await
             .context("load world: services")?,
         endpoints: sqlx::query_as(
-            "SELECT service, pop, address, check_target, weight, labels, probe FROM endpoints",
+            "SELECT service, pop, address, check_target, weight, labels, probe, capacity \
+             FROM endpoints",
         )
         .fetch_all(&mut *conn)
         .await
         .context("load world: endpoints")?,
-        client_groups: sqlx::query_as("SELECT name, cidrs, region FROM client_groups")
+        client_groups: sqlx::query_as("SELECT name, cidrs, region, demand FROM client_groups")
             .fetch_all(&mut *conn)
             .await
             .context("load world: client groups")?,
@@ -179,10 +182,10 @@ async fn write_world(conn: &mut Conn, world: &World) -> Result<(), StoreError> {
             .await
             .context("apply world: insert region")?;
     }
-    for (name, region, lat, lon, capacity, slots, labels) in rows.pops {
+    for (name, region, lat, lon, capacity, slots, labels, failure_domain) in rows.pops {
         sqlx::query(
-            "INSERT INTO pops (name, region, lat, lon, capacity, replica_slots, labels) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO pops (name, region, lat, lon, capacity, replica_slots, labels, \
+             failure_domain) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(name)
         .bind(region)
@@ -191,6 +194,7 @@ async fn write_world(conn: &mut Conn, world: &World) -> Result<(), StoreError> {
         .bind(capacity)
         .bind(slots)
         .bind(labels)
+        .bind(failure_domain)
         .execute(&mut *conn)
         .await
         .context("apply world: insert pop")?;
@@ -211,23 +215,26 @@ async fn write_world(conn: &mut Conn, world: &World) -> Result<(), StoreError> {
             .await
             .context("apply world: insert zone record")?;
     }
-    for (name, ttl, answers, ecs, demand) in rows.services {
+    for (name, ttl, answers, ecs, demand, steering, gray) in rows.services {
         sqlx::query(
-            "INSERT INTO services (name, ttl, answers, ecs, demand) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO services (name, ttl, answers, ecs, demand, steering, gray) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(name)
         .bind(ttl)
         .bind(answers)
         .bind(ecs)
         .bind(demand)
+        .bind(steering)
+        .bind(gray)
         .execute(&mut *conn)
         .await
         .context("apply world: insert service")?;
     }
-    for (service, pop, address, check, weight, labels, probe) in rows.endpoints {
+    for (service, pop, address, check, weight, labels, probe, capacity) in rows.endpoints {
         sqlx::query(
-            "INSERT INTO endpoints (service, pop, address, check_target, weight, labels, probe) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO endpoints (service, pop, address, check_target, weight, labels, probe, \
+             capacity) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(service)
         .bind(pop)
@@ -236,18 +243,22 @@ async fn write_world(conn: &mut Conn, world: &World) -> Result<(), StoreError> {
         .bind(weight)
         .bind(labels)
         .bind(probe)
+        .bind(capacity)
         .execute(&mut *conn)
         .await
         .context("apply world: insert endpoint")?;
     }
-    for (name, cidrs, region) in rows.client_groups {
-        sqlx::query("INSERT INTO client_groups (name, cidrs, region) VALUES ($1, $2, $3)")
-            .bind(name)
-            .bind(cidrs)
-            .bind(region)
-            .execute(&mut *conn)
-            .await
-            .context("apply world: insert client group")?;
+    for (name, cidrs, region, demand) in rows.client_groups {
+        sqlx::query(
+            "INSERT INTO client_groups (name, cidrs, region, demand) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(name)
+        .bind(cidrs)
+        .bind(region)
+        .bind(demand)
+        .execute(&mut *conn)
+        .await
+        .context("apply world: insert client group")?;
     }
     Ok(())
 }

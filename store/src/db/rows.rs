@@ -11,16 +11,26 @@ use crate::world::{ClientGroup, Endpoint, Pop, Region, Service, World, Zone};
 /// `settings` keys.
 pub(crate) const SETTING_DEFAULTS: &str = "defaults";
 pub(crate) const SETTING_HEALTH: &str = "health";
+pub(crate) const SETTING_HTTPDNS: &str = "httpdns";
+pub(crate) const SETTING_ACCOUNTS: &str = "httpdns_accounts";
 
 pub(crate) type SettingRow = (String, String);
 pub(crate) type RegionRow = (String, f64, f64);
-/// name, region, lat, lon, capacity, replica_slots, labels.
-pub(crate) type PopRow = (String, String, f64, f64, i64, i64, String);
+/// name, region, lat, lon, capacity, replica_slots, labels, failure_domain.
+pub(crate) type PopRow = (String, String, f64, f64, i64, i64, String, Option<String>);
 /// zone, position, text.
 pub(crate) type RecordRow = (String, i64, String);
-/// name, ttl, answers, ecs, demand.
-pub(crate) type ServiceRow = (String, Option<i64>, Option<i64>, bool, String);
-/// service, pop, address, check_target, weight, labels, probe.
+/// name, ttl, answers, ecs, demand, steering, gray.
+pub(crate) type ServiceRow = (
+    String,
+    Option<i64>,
+    Option<i64>,
+    bool,
+    String,
+    String,
+    Option<String>,
+);
+/// service, pop, address, check_target, weight, labels, probe, capacity.
 pub(crate) type EndpointRow = (
     String,
     String,
@@ -29,9 +39,10 @@ pub(crate) type EndpointRow = (
     i64,
     String,
     Option<String>,
+    Option<f64>,
 );
-/// name, cidrs, region.
-pub(crate) type ClientGroupRow = (String, String, String);
+/// name, cidrs, region, demand.
+pub(crate) type ClientGroupRow = (String, String, String, Option<f64>);
 
 /// Every row of the world tables.
 #[derive(Debug, Default)]
@@ -53,6 +64,8 @@ impl WorldRows {
             settings: vec![
                 (SETTING_DEFAULTS.into(), to_json(&world.defaults)?),
                 (SETTING_HEALTH.into(), to_json(&world.health)?),
+                (SETTING_HTTPDNS.into(), to_json(&world.httpdns)?),
+                (SETTING_ACCOUNTS.into(), to_json(&world.accounts)?),
             ],
             ..Self::default()
         };
@@ -72,6 +85,7 @@ impl WorldRows {
                 capacity,
                 i64::from(p.replica_slots),
                 to_json(&p.labels)?,
+                p.failure_domain.clone(),
             ));
         }
         for z in &world.zones {
@@ -87,6 +101,8 @@ impl WorldRows {
                 s.answers.map(i64::from),
                 s.ecs,
                 to_json(&s.demand)?,
+                to_json(&s.steering)?,
+                s.gray.as_ref().map(to_json).transpose()?,
             ));
             for e in &s.endpoints {
                 rows.endpoints.push((
@@ -97,12 +113,17 @@ impl WorldRows {
                     i64::from(e.weight),
                     to_json(&e.labels)?,
                     e.probe.as_ref().map(to_json).transpose()?,
+                    e.capacity,
                 ));
             }
         }
         for g in &world.client_groups {
-            rows.client_groups
-                .push((g.name.clone(), to_json(&g.cidrs)?, g.region.clone()));
+            rows.client_groups.push((
+                g.name.clone(),
+                to_json(&g.cidrs)?,
+                g.region.clone(),
+                g.demand,
+            ));
         }
         Ok(rows)
     }
@@ -114,6 +135,8 @@ impl WorldRows {
             match key.as_str() {
                 SETTING_DEFAULTS => world.defaults = from_json("settings", value)?,
                 SETTING_HEALTH => world.health = from_json("settings", value)?,
+                SETTING_HTTPDNS => world.httpdns = from_json("settings", value)?,
+                SETTING_ACCOUNTS => world.accounts = from_json("settings", value)?,
                 // Settings written by a newer version are not ours to interpret.
                 _ => {}
             }
@@ -123,11 +146,12 @@ impl WorldRows {
             .into_iter()
             .map(|(name, lat, lon)| Region { name, lat, lon })
             .collect();
-        for (name, region, lat, lon, capacity, slots, labels) in self.pops {
+        for (name, region, lat, lon, capacity, slots, labels, failure_domain) in self.pops {
             world.pops.push(Pop {
                 capacity: to_unsigned("pops", "capacity", capacity)?,
                 replica_slots: to_unsigned("pops", "replica_slots", slots)?,
                 labels: from_json("pops", &labels)?,
+                failure_domain,
                 name,
                 region,
                 lat,
@@ -148,7 +172,7 @@ impl WorldRows {
             });
         }
         let mut endpoints: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
-        for (service, pop, address, check, weight, labels, probe) in self.endpoints {
+        for (service, pop, address, check, weight, labels, probe, capacity) in self.endpoints {
             endpoints.entry(service).or_default().push(Endpoint {
                 pop,
                 address,
@@ -156,9 +180,10 @@ impl WorldRows {
                 probe: probe.map(|p| from_json("endpoints", &p)).transpose()?,
                 weight: to_unsigned("endpoints", "weight", weight)?,
                 labels: from_json("endpoints", &labels)?,
+                capacity,
             });
         }
-        for (name, ttl, answers, ecs, demand) in self.services {
+        for (name, ttl, answers, ecs, demand, steering, gray) in self.services {
             world.services.push(Service {
                 ttl: ttl.map(|t| to_unsigned("services", "ttl", t)).transpose()?,
                 answers: answers
@@ -166,15 +191,18 @@ impl WorldRows {
                     .transpose()?,
                 ecs,
                 demand: from_json("services", &demand)?,
+                steering: from_json("services", &steering)?,
+                gray: gray.map(|g| from_json("services", &g)).transpose()?,
                 endpoints: endpoints.remove(&name).unwrap_or_default(),
                 name,
             });
         }
-        for (name, cidrs, region) in self.client_groups {
+        for (name, cidrs, region, demand) in self.client_groups {
             world.client_groups.push(ClientGroup {
                 cidrs: from_json("client_groups", &cidrs)?,
                 name,
                 region,
+                demand,
             });
         }
         world.normalize();
