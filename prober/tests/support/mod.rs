@@ -140,6 +140,13 @@ impl Telemetry for Service {
         Err(Status::unimplemented("probers do not report demand"))
     }
 
+    async fn report_client_rtt(
+        &self,
+        _request: Request<isobar_proto::v1::ClientRttReport>,
+    ) -> Result<Response<isobar_proto::v1::ClientRttAck>, Status> {
+        Err(Status::unimplemented("probers do not report client RTT"))
+    }
+
     async fn watch_targets(
         &self,
         request: Request<WatchTargetsRequest>,
