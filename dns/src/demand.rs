@@ -238,6 +238,52 @@ pub fn build_report(
     }
 }
 
+/// A lazily connecting `Telemetry` client for a reporter configuration, with the
+/// `authorization` value its requests carry. Shared by the demand reporter and the client
+/// RTT forwarder ([`crate::rum`]).
+pub(crate) struct TelemetryLink {
+    /// The client; its channel connects (and reconnects) on use.
+    pub(crate) client: TelemetryClient<tonic::transport::Channel>,
+    auth: Option<MetadataValue<Ascii>>,
+}
+
+impl TelemetryLink {
+    /// Checks `cfg`'s endpoint, TLS and token; connects nothing yet.
+    pub(crate) fn new(cfg: &ReporterConfig) -> Result<Self, ReporterError> {
+        let bad = |source| ReporterError::Endpoint {
+            endpoint: cfg.endpoint.clone(),
+            source,
+        };
+        let mut endpoint = Endpoint::from_shared(cfg.endpoint.clone())
+            .map_err(bad)?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(RPC_TIMEOUT);
+        if let Some(tls) = cfg.tls.clone() {
+            endpoint = endpoint.tls_config(tls).map_err(bad)?;
+        }
+        let auth = cfg
+            .token
+            .as_deref()
+            .map(|t| format!("Bearer {t}").parse::<MetadataValue<Ascii>>())
+            .transpose()
+            .map_err(|_| ReporterError::Token)?;
+        // Lazy: a scheduler that is down at start only fails the first reports.
+        Ok(Self {
+            client: TelemetryClient::new(endpoint.connect_lazy()),
+            auth,
+        })
+    }
+
+    /// `message` as a request carrying the token.
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(auth) = &self.auth {
+            request.metadata_mut().insert("authorization", auth.clone());
+        }
+        request
+    }
+}
+
 /// Reports `engine`'s demand every `cfg.interval` until `shutdown`. A failed report keeps
 /// its counts for the next one and backs off (jittered, doubling up to a minute). Returns
 /// an error only for a configuration it can never work with.
@@ -246,26 +292,7 @@ pub async fn run_reporter(
     engine: Arc<Engine>,
     shutdown: CancellationToken,
 ) -> Result<(), ReporterError> {
-    let bad = |source| ReporterError::Endpoint {
-        endpoint: cfg.endpoint.clone(),
-        source,
-    };
-    let mut endpoint = Endpoint::from_shared(cfg.endpoint.clone())
-        .map_err(bad)?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(RPC_TIMEOUT);
-    if let Some(tls) = cfg.tls.clone() {
-        endpoint = endpoint.tls_config(tls).map_err(bad)?;
-    }
-    let auth = cfg
-        .token
-        .as_deref()
-        .map(|t| format!("Bearer {t}").parse::<MetadataValue<Ascii>>())
-        .transpose()
-        .map_err(|_| ReporterError::Token)?;
-    // Lazy: the channel connects (and reconnects) on use, so a scheduler that is down at
-    // start only fails the first reports.
-    let mut client = TelemetryClient::new(endpoint.connect_lazy());
+    let mut link = TelemetryLink::new(&cfg)?;
     let interval = cfg.interval.clamp(MIN_REPORT_INTERVAL, MAX_REPORT_INTERVAL);
     let mut pending: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut window_start = Instant::now();
@@ -278,14 +305,11 @@ pub async fn run_reporter(
         }
         engine.drain_demand(&mut pending);
         let report = build_report(&cfg.frontend, &pending, window_start.elapsed());
-        let mut request = tonic::Request::new(report);
-        if let Some(auth) = &auth {
-            request.metadata_mut().insert("authorization", auth.clone());
-        }
+        let request = link.request(report);
         let sent = tokio::select! {
             biased;
             () = shutdown.cancelled() => return Ok(()),
-            r = client.report_demand(request) => r,
+            r = link.client.report_demand(request) => r,
         };
         match sent {
             Ok(ack) => {

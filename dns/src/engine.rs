@@ -16,9 +16,12 @@ use isobar_proto::geo::cell_index;
 use isobar_proto::v1::Snapshot;
 
 use crate::demand::{DemandTable, service_index};
+use crate::dynamic::{self, Picks};
 use crate::geo::GeoDb;
+use crate::gray_stats::GrayTable;
 use crate::name::{NameKey, parse_absolute};
 use crate::snapshot::{Answer, Service, ServingSnapshot, SnapshotError};
+use isobar_proto::hash::{client_key_addr, client_key_bits};
 
 /// An EDNS Client Subnet as received (RFC 7871), already validated by the frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +42,10 @@ pub struct ClientKey {
     pub source: IpAddr,
     /// The ECS option of the query, if any.
     pub subnet: Option<EcsSubnet>,
+    /// A device identity's hash (`isobar_proto::hash::client_key_device`), given by
+    /// HTTPDNS clients. When present it replaces the address as the consistent-hashing and
+    /// gray-cohort key, so a device keeps its node and its arm across networks.
+    pub device: Option<u64>,
 }
 
 impl ClientKey {
@@ -47,6 +54,7 @@ impl ClientKey {
         Self {
             source,
             subnet: None,
+            device: None,
         }
     }
 }
@@ -62,29 +70,32 @@ pub enum Decision {
     Default,
 }
 
-/// The answer for one client and one GSLB name.
+/// The answer for one client and one GSLB name, composed for that client.
 #[derive(Debug, Clone)]
 pub struct ServiceAnswer {
-    answer: Arc<Answer>,
+    ipv4: Vec<Ipv4Addr>,
+    ipv6: Vec<Ipv6Addr>,
+    pops: Vec<String>,
     ttl: u32,
     scope_prefix: u8,
     decision: Decision,
+    canary: bool,
 }
 
 impl ServiceAnswer {
     /// IPv4 addresses, primary first.
     pub fn ipv4(&self) -> &[Ipv4Addr] {
-        self.answer.ipv4()
+        &self.ipv4
     }
 
     /// IPv6 addresses, primary first.
     pub fn ipv6(&self) -> &[Ipv6Addr] {
-        self.answer.ipv6()
+        &self.ipv6
     }
 
-    /// The answer with its PoPs and prebuilt records.
-    pub fn answer(&self) -> &Answer {
-        &self.answer
+    /// The PoPs the addresses come from, primary first.
+    pub fn pops(&self) -> &[String] {
+        &self.pops
     }
 
     /// Service TTL, seconds.
@@ -101,6 +112,45 @@ impl ServiceAnswer {
     pub fn decision(&self) -> Decision {
         self.decision
     }
+
+    /// Whether the client is in the service's gray (canary) arm.
+    pub fn canary(&self) -> bool {
+        self.canary
+    }
+}
+
+/// One query's choice: the arm's map, the answer index in it, and the client key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chosen<'s> {
+    /// The map answered from: the service's, or its canary arm's.
+    pub(crate) arm: &'s Service,
+    pub(crate) index: u32,
+    pub(crate) decision: Decision,
+    pub(crate) scope: u8,
+    pub(crate) key: u64,
+    pub(crate) canary: bool,
+}
+
+impl<'s> Chosen<'s> {
+    pub(crate) fn answer(&self) -> &'s Answer {
+        &self.arm.answers[self.index as usize]
+    }
+
+    /// The nodes of a dynamic answer for one family; `None` for a static answer.
+    pub(crate) fn picks(&self, v6: bool) -> Option<Picks> {
+        let answer = self.answer();
+        if answer.routes.is_empty() {
+            return None;
+        }
+        let route = answer.routes.route(self.key);
+        Some(dynamic::pick(
+            &self.arm.sites,
+            route,
+            v6,
+            self.key,
+            self.arm.answer_count,
+        ))
+    }
 }
 
 /// Holds the served snapshot and the GeoIP database; shared by every frontend.
@@ -112,6 +162,8 @@ pub struct Engine {
     install: Mutex<()>,
     /// Query counters for the served snapshot (same version), drained by the demand reporter.
     demand: ArcSwap<DemandTable>,
+    /// Queries per gray arm, for the realized-split metric.
+    gray: ArcSwap<GrayTable>,
 }
 
 impl Engine {
@@ -122,6 +174,7 @@ impl Engine {
             current: ArcSwap::from_pointee(ServingSnapshot::empty()),
             install: Mutex::new(()),
             demand: ArcSwap::from_pointee(DemandTable::default()),
+            gray: ArcSwap::from_pointee(GrayTable::default()),
         })
     }
 
@@ -140,6 +193,8 @@ impl Engine {
         let built = ServingSnapshot::from_proto(snapshot)?;
         let table = Arc::new(DemandTable::for_snapshot(&built));
         let old = self.demand.swap(Arc::clone(&table));
+        let gray = Arc::new(GrayTable::for_snapshot(&built, &self.gray.load()));
+        self.gray.store(gray);
         self.current.store(Arc::new(built));
         // Queries still on the old snapshot now miss the version check and go uncounted;
         // what the old table holds moves over.
@@ -164,6 +219,51 @@ impl Engine {
         self.demand.load().drain(into);
     }
 
+    /// The realized split of every gray rule served: (service, rule, baseline queries,
+    /// canary queries), counted since the rule first appeared.
+    pub fn gray_split(&self) -> Vec<(String, String, u64, u64)> {
+        self.gray.load().split()
+    }
+
+    /// The realized gray splits in the Prometheus text format: queries per arm and the
+    /// canary's realized share, per (service, rule).
+    pub fn render_gray_prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let split = self.gray_split();
+        if split.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "# HELP isobar_gray_queries_total Queries answered per gray arm.\n\
+             # TYPE isobar_gray_queries_total counter\n",
+        );
+        for (service, rule, baseline, canary) in &split {
+            for (arm, n) in [("baseline", baseline), ("canary", canary)] {
+                let _ = writeln!(
+                    out,
+                    "isobar_gray_queries_total{{service=\"{service}\",rule=\"{rule}\",arm=\"{arm}\"}} {n}"
+                );
+            }
+        }
+        out.push_str(
+            "# HELP isobar_gray_canary_share Realized share of queries in the canary arm.\n\
+             # TYPE isobar_gray_canary_share gauge\n",
+        );
+        for (service, rule, baseline, canary) in &split {
+            let total = baseline + canary;
+            let share = if total == 0 {
+                0.0
+            } else {
+                *canary as f64 / total as f64
+            };
+            let _ = writeln!(
+                out,
+                "isobar_gray_canary_share{{service=\"{service}\",rule=\"{rule}\"}} {share}"
+            );
+        }
+        out
+    }
+
     /// The GeoIP database, if one was given.
     pub fn geo(&self) -> Option<&GeoDb> {
         self.geo.as_deref()
@@ -178,78 +278,146 @@ impl Engine {
         Some(self.select(&snapshot, service, client))
     }
 
-    /// Picks `service`'s answer for `client` in `snapshot` (which must hold `service`).
+    /// Picks `service`'s answer for `client` in `snapshot` (which must hold `service`) and
+    /// composes its addresses.
     pub(crate) fn select(
         &self,
         snapshot: &ServingSnapshot,
         service: &Service,
         client: ClientKey,
     ) -> ServiceAnswer {
-        let (index, decision, scope_prefix) = self.choose(snapshot, service, client);
+        let chosen = self.choose(snapshot, service, client);
+        let answer = chosen.answer();
+        let (ipv4, ipv6, pops) = match (chosen.picks(false), chosen.picks(true)) {
+            (Some(v4), Some(v6)) => {
+                let sites = &chosen.arm.sites;
+                let mut pops: Vec<String> = Vec::new();
+                for &(s, _) in v4.as_slice().iter().chain(v6.as_slice()) {
+                    let pop = sites[s as usize].pop();
+                    if !pops.iter().any(|p| p == pop) {
+                        pops.push(pop.to_owned());
+                    }
+                }
+                (dynamic::v4_of(sites, &v4), dynamic::v6_of(sites, &v6), pops)
+            }
+            _ => (
+                answer.ipv4().to_vec(),
+                answer.ipv6().to_vec(),
+                answer.pops().to_vec(),
+            ),
+        };
         ServiceAnswer {
-            answer: Arc::clone(&service.answers[index as usize]),
+            ipv4,
+            ipv6,
+            pops,
             ttl: service.ttl(),
-            scope_prefix,
-            decision,
+            scope_prefix: chosen.scope,
+            decision: chosen.decision,
+            canary: chosen.canary,
         }
     }
 
-    /// Picks the index of `service`'s answer for `client`, what decided it, and the ECS
-    /// scope. Borrowing the answer from the snapshot by index keeps the DNS path free of
-    /// reference-count traffic.
-    pub(crate) fn choose(
+    /// Picks `service`'s answer for `client`: the arm (baseline or canary), the answer index,
+    /// what decided it, the ECS scope and the client key that picks nodes. Borrowing from the
+    /// snapshot keeps the DNS path free of allocation and reference-count traffic.
+    pub(crate) fn choose<'s>(
         &self,
-        snapshot: &ServingSnapshot,
-        service: &Service,
+        snapshot: &'s ServingSnapshot,
+        service: &'s Service,
         client: ClientKey,
-    ) -> (u32, Decision, u8) {
+    ) -> Chosen<'s> {
         // RFC 7871 §7.1.2: SOURCE PREFIX-LENGTH 0 opts out of tailoring; the answer then
         // follows the resolver's own address and is valid for all its clients (scope 0).
-        let (addr, scoped) = match client.subnet {
-            Some(s) if service.use_ecs() && s.source_prefix > 0 => (s.addr, true),
-            Some(_) => (client.source.to_canonical(), false),
-            None => (client.source.to_canonical(), true),
+        let (addr, source_prefix, scoped) = match client.subnet {
+            Some(s) if service.use_ecs() && s.source_prefix > 0 => (s.addr, s.source_prefix, true),
+            Some(_) => (client.source.to_canonical(), 128, false),
+            None => (client.source.to_canonical(), 128, true),
         };
+        // The consistent-hashing and gray key: the device when known, else the client's
+        // subnet (its first 24 / 56 bits at most, so one resolver-side subnet is one key).
+        let key_bits = client_key_bits(&addr, source_prefix);
+        let key = client
+            .device
+            .unwrap_or_else(|| client_key_addr(addr, key_bits));
+        let mut keyed = false;
+        let mut floor = 0;
+
+        let (arm, canary) = match &service.gray {
+            Some(gray) => {
+                let (rule, canary_arm) = &**gray;
+                let country = if rule.needs_country() {
+                    self.geo().and_then(|g| g.country(addr))
+                } else {
+                    None
+                };
+                keyed |= rule.keyed();
+                floor = rule.scope_floor(addr, key_bits);
+                if rule.canary(key, addr, client.device, country) {
+                    (canary_arm, true)
+                } else {
+                    (service, false)
+                }
+            }
+            None => (service, false),
+        };
+
         let matched = snapshot.overrides().lookup(addr);
         let group_answer = matched.longest.and_then(|(group, len)| {
-            let index = service
-                .group_answers
-                .get(group as usize)
-                .copied()
-                .flatten()?;
+            let index = arm.group_answers.get(group as usize).copied().flatten()?;
             Some((index, group, len))
         });
 
         let (index, decision, prefix) = if let Some((index, group, len)) = group_answer {
             (index, Decision::Override(group), len)
-        } else if service.cell_answers.is_empty() {
+        } else if arm.cell_answers.is_empty() {
             // One answer for every location: no need to locate, and the answer is valid for
             // every address outside the overrides.
-            (service.default_answer, Decision::Default, 0)
+            (arm.default_answer, Decision::Default, 0)
         } else if let Some(geo) = self.geo() {
             let found = geo.locate(addr);
             match found.location {
                 Some((lat, lon)) => {
                     let cell = cell_index(snapshot.cell_degrees(), lat, lon);
                     // Validation made the map exactly one entry per cell of this grid.
-                    let index = service.cell_answers.get(cell as usize).copied();
-                    let index = index.unwrap_or(service.default_answer);
+                    let index = arm.cell_answers.get(cell as usize).copied();
+                    let index = index.unwrap_or(arm.default_answer);
                     (index, Decision::GeoCell(cell), found.prefix_len)
                 }
-                None => (service.default_answer, Decision::Default, found.prefix_len),
+                None => (arm.default_answer, Decision::Default, found.prefix_len),
             }
         } else {
-            (service.default_answer, Decision::Default, 0)
+            (arm.default_answer, Decision::Default, 0)
         };
+        keyed |= arm.answers[index as usize].routes.keyed();
+        if keyed && client.device.is_none() {
+            floor = floor.max(key_bits);
+        }
 
-        let scope_prefix = if scoped { prefix.max(matched.floor) } else { 0 };
+        let scope = if scoped {
+            prefix.max(matched.floor).max(floor)
+        } else {
+            0
+        };
         let demand = self.demand.load();
         if demand.version() == snapshot.version()
             && let Some(i) = service_index(snapshot, service)
         {
             demand.record(i, decision);
+            if service.gray.is_some() {
+                let gray = self.gray.load();
+                if gray.version() == snapshot.version() {
+                    gray.record(i, canary);
+                }
+            }
         }
-        (index, decision, scope_prefix)
+        Chosen {
+            arm,
+            index,
+            decision,
+            scope,
+            key,
+            canary,
+        }
     }
 }
 

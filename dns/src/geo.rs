@@ -59,6 +59,18 @@ struct CityLocation {
     location: Option<Location>,
 }
 
+/// The country part of a City or Country record.
+#[derive(Deserialize)]
+struct CountryRecord<'a> {
+    #[serde(borrow)]
+    country: Option<CountryCode<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CountryCode<'a> {
+    iso_code: Option<&'a str>,
+}
+
 #[derive(Deserialize)]
 struct Location {
     latitude: Option<f64>,
@@ -138,6 +150,18 @@ impl GeoDb {
         GeoLookup {
             location,
             prefix_len,
+        }
+    }
+}
+
+impl GeoDb {
+    /// The ISO 3166-1 alpha-2 country of `ip` (upper case), if the database has one.
+    pub fn country(&self, ip: IpAddr) -> Option<[u8; 2]> {
+        let result = self.reader.lookup(ip).ok()?;
+        let record: CountryRecord<'_> = result.decode().ok()??;
+        match record.country?.iso_code?.as_bytes() {
+            [a, b] => Some([a.to_ascii_uppercase(), b.to_ascii_uppercase()]),
+            _ => None,
         }
     }
 }

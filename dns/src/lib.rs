@@ -13,7 +13,11 @@
 //! - [`engine`]: the selection code both frontends share.
 //! - [`respond()`]: one DNS packet in, one response out; the whole DNS query path.
 //! - [`server`]: the DNS frontend's UDP and TCP loops and their bounds.
-//! - [`http`]: the HTTPDNS frontend (axum).
+//! - [`http`]: the HTTP routes (axum): `/healthz`, HTTPDNS, DoH.
+//! - [`httpdns`]: HTTPDNS (Alibaba dialect per account, signing, rate limits, TLS/HTTP/2).
+//! - [`doh`]: DNS over HTTPS (RFC 8484 and the JSON form), answered by [`respond()`].
+//! - [`rum`]: client-measured RTT reports (`POST /{account}/report`), forwarded to the
+//!   scheduler.
 //! - [`subscriber`]: keeps the engine fed from the scheduler and persists what it got.
 //! - [`demand`]: per-(service, client group) query counters, reported to the scheduler.
 
@@ -21,17 +25,23 @@
 
 mod cidr;
 pub mod demand;
+pub mod doh;
+pub mod dynamic;
 pub mod engine;
 pub mod geo;
+mod gray_stats;
 pub mod http;
+pub mod httpdns;
 mod name;
 mod respond;
+pub mod rum;
 pub mod server;
 pub mod snapshot;
 pub mod subscriber;
 mod wire;
 mod zone;
 
+pub use dynamic::{MAX_ANSWER_COUNT, Site};
 pub use engine::{ClientKey, Decision, EcsSubnet, Engine, ServiceAnswer};
 pub use geo::{GeoDb, GeoError, GeoHit, GeoLookup};
 pub use respond::{Outcome, Transport, respond};

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use hickory_proto::rr::RecordType;
 
+use crate::dynamic::{self, MAX_ANSWER_COUNT};
 use crate::engine::{ClientKey, EcsSubnet, Engine};
 use crate::name::NameKey;
 use crate::snapshot::ServingSnapshot;
@@ -109,6 +110,7 @@ pub fn respond(
                 addr: e.addr,
                 source_prefix: e.source_prefix,
             }),
+            device: None,
         };
         resolve(engine, snapshot, &request, client, transport, &mut w)
     };
@@ -168,6 +170,10 @@ impl<'a, const N: usize> Sets<'a, N> {
         }
     }
 
+    fn len(&self) -> usize {
+        self.len
+    }
+
     fn iter(&self) -> impl Iterator<Item = &(Option<&'a [u8]>, &'a [WireRecord])> {
         self.items[..self.len].iter()
     }
@@ -200,7 +206,7 @@ fn resolve<'a>(
         return (REFUSED, None);
     };
     let qtype = RecordType::from(request.qtype);
-    let mut answer = Sets::<'a, { MAX_CHAIN + 1 }>::new();
+    let mut answer = Sets::<'a, { MAX_CHAIN + MAX_ANSWER_COUNT }>::new();
     let mut authority = Sets::<'a, 1>::new();
     let mut additional = Sets::<'a, MAX_ADDITIONAL>::new();
     let mut rcode = NOERROR;
@@ -231,18 +237,35 @@ fn resolve<'a>(
             && matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY)
         {
             let service = snapshot.service_at(index);
-            let (chosen, _, prefix) = engine.choose(snapshot, service, client);
-            scope = Some(prefix);
-            let chosen = &service.answers[chosen as usize];
-            let records = match qtype {
-                // RFC 8482: one RRset is enough for ANY.
-                RecordType::ANY if chosen.wire(RecordType::A).is_empty() => {
-                    chosen.wire(RecordType::AAAA)
+            let chosen = engine.choose(snapshot, service, client);
+            scope = Some(chosen.scope);
+            let answer_set = chosen.answer();
+            // RFC 8482: one RRset is enough for ANY: the A set, or AAAA when there is no A.
+            let picks_for = |rtype: RecordType| chosen.picks(rtype == RecordType::AAAA);
+            let rtype = match qtype {
+                RecordType::ANY => {
+                    let has_a = match picks_for(RecordType::A) {
+                        Some(p) => !p.as_slice().is_empty(),
+                        None => !answer_set.wire(RecordType::A).is_empty(),
+                    };
+                    if has_a {
+                        RecordType::A
+                    } else {
+                        RecordType::AAAA
+                    }
                 }
-                RecordType::ANY => chosen.wire(RecordType::A),
-                _ => chosen.wire(qtype),
+                other => other,
             };
-            if records.is_empty() {
+            let mut records = answer_set.wire(rtype);
+            let before = answer.len();
+            if let Some(picks) = picks_for(rtype) {
+                records = &[];
+                for &pick in picks.as_slice() {
+                    let record = dynamic::wire_of(&chosen.arm.sites, pick, rtype);
+                    answer.push(Some(name), std::slice::from_ref(record));
+                }
+            }
+            if records.is_empty() && answer.len() == before {
                 authority.push(None, zone.negative_soa_wire());
             }
             answer.push(Some(name), records);

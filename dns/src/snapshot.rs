@@ -8,9 +8,10 @@ use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use ipnet::IpNet;
 use isobar_proto::geo::cell_count;
-use isobar_proto::v1::{AnswerSet, ServiceMap, Snapshot};
+use isobar_proto::v1::{AnswerSet, HttpdnsAccount, HttpdnsSettings, ServiceMap, Snapshot};
 
 use crate::cidr::{CidrConflict, Overrides};
+use crate::dynamic::{Gray, MAX_ANSWER_COUNT, Routes, Site};
 use crate::name::{NameKey, parse_absolute};
 use crate::wire::WireRecord;
 use crate::zone::Zone;
@@ -63,6 +64,9 @@ pub struct Answer {
     /// service TTL), so a DNS response copies them instead of building records per query.
     a_wire: Vec<WireRecord>,
     aaaa_wire: Vec<WireRecord>,
+    /// The dynamic form (weighted routes over the service's sites); empty for a static
+    /// answer.
+    pub(crate) routes: Routes,
 }
 
 impl Answer {
@@ -103,6 +107,12 @@ pub struct Service {
     /// Answer index per override group (by the snapshot's group index), if any.
     pub(crate) group_answers: Box<[Option<u32>]>,
     pub(crate) default_answer: u32,
+    /// Sites that dynamic answers pick nodes from.
+    pub(crate) sites: Box<[Site]>,
+    /// Addresses per family in a dynamic answer.
+    pub(crate) answer_count: usize,
+    /// The canary rule and the canary arm's map, if any.
+    pub(crate) gray: Option<Box<(Gray, Service)>>,
 }
 
 impl Service {
@@ -120,6 +130,16 @@ impl Service {
     pub fn use_ecs(&self) -> bool {
         self.use_ecs
     }
+
+    /// The sites dynamic answers pick from.
+    pub fn sites(&self) -> &[Site] {
+        &self.sites
+    }
+
+    /// The name of the gray rule, if the service has one.
+    pub fn gray_rule(&self) -> Option<&str> {
+        self.gray.as_ref().map(|g| g.0.name.as_str())
+    }
 }
 
 /// An immutable, validated snapshot with the indexes the query path needs.
@@ -134,6 +154,8 @@ pub struct ServingSnapshot {
     services: Vec<Service>,
     service_index: HashMap<Box<[u8]>, usize>,
     overrides: Overrides,
+    accounts: Vec<HttpdnsAccount>,
+    httpdns: Option<HttpdnsSettings>,
 }
 
 impl ServingSnapshot {
@@ -149,6 +171,8 @@ impl ServingSnapshot {
             services: Vec::new(),
             service_index: HashMap::new(),
             overrides: Overrides::default(),
+            accounts: Vec::new(),
+            httpdns: None,
         }
     }
 
@@ -161,6 +185,9 @@ impl ServingSnapshot {
         out.version = snapshot.version;
         out.config_version = snapshot.config_version;
         out.generated_unix_ms = snapshot.generated_unix_ms;
+        // HTTPDNS data is validated where it is indexed (`crate::httpdns`).
+        out.accounts = snapshot.accounts.clone();
+        out.httpdns = snapshot.httpdns.clone();
         let grid = snapshot.grid.map(|g| g.cell_degrees);
         if let Some(d) = grid {
             if !(d.is_finite() && d > 0.0 && d <= 180.0) {
@@ -230,6 +257,36 @@ impl ServingSnapshot {
         if map.ttl > MAX_TTL {
             return Err(format!("ttl {} exceeds {MAX_TTL} (RFC 2181 §8)", map.ttl));
         }
+        let mut service = self.build_service(map, name.clone(), map.ttl, map.use_ecs, grid)?;
+        if let Some(rule) = &map.gray {
+            let gray = Gray::build(rule)?;
+            let canary = rule.canary.as_ref().ok_or("gray rule has no canary map")?;
+            let canary = self
+                .build_service(canary, name, map.ttl, map.use_ecs, grid)
+                .map_err(|e| format!("gray canary: {e}"))?;
+            service.gray = Some(Box::new((gray, canary)));
+        }
+        let zone = self
+            .find_zone_index(&key)
+            .ok_or("is outside every zone of the snapshot")?;
+        let index = self.services.len();
+        self.zones[zone]
+            .add_service(&key, index)
+            .map_err(|e| format!("{e} (zone {})", self.zones[zone].origin()))?;
+        self.service_index.insert(key.as_bytes().into(), index);
+        self.services.push(service);
+        Ok(())
+    }
+
+    /// Validates one map (a service's, or its canary arm's) into a [`Service`].
+    fn build_service(
+        &self,
+        map: &ServiceMap,
+        name: Name,
+        ttl: u32,
+        use_ecs: bool,
+        grid: Option<f64>,
+    ) -> Result<Service, String> {
         let count = map.answers.len();
         if count == 0 {
             return Err("has no answers".into());
@@ -266,33 +323,38 @@ impl ServingSnapshot {
                 group_answers[g as usize] = Some(i);
             }
         }
+        let sites = map
+            .sites
+            .iter()
+            .map(|site| Site::build(&name, ttl, site))
+            .collect::<Result<Vec<_>, _>>()?;
         let answers = map
             .answers
             .iter()
             .enumerate()
             .map(|(i, set)| {
-                parse_answer(&name, map.ttl, set).map_err(|e| format!("answer {i}: {e}"))
+                parse_answer(&name, ttl, set, &sites).map_err(|e| format!("answer {i}: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-
-        let zone = self
-            .find_zone_index(&key)
-            .ok_or("is outside every zone of the snapshot")?;
-        let index = self.services.len();
-        self.zones[zone]
-            .add_service(&key, index)
-            .map_err(|e| format!("{e} (zone {})", self.zones[zone].origin()))?;
-        self.service_index.insert(key.as_bytes().into(), index);
-        self.services.push(Service {
+        let answer_count = match map.answer_count {
+            0 => 1,
+            n if n as usize > MAX_ANSWER_COUNT => {
+                return Err(format!("answer_count {n} exceeds {MAX_ANSWER_COUNT}"));
+            }
+            n => n as usize,
+        };
+        Ok(Service {
             name,
-            ttl: map.ttl,
-            use_ecs: map.use_ecs,
+            ttl,
+            use_ecs,
             answers,
             cell_answers: map.cell_answers.clone().into_boxed_slice(),
             group_answers: group_answers.into_boxed_slice(),
             default_answer: map.default_answer,
-        });
-        Ok(())
+            sites: sites.into_boxed_slice(),
+            answer_count,
+            gray: None,
+        })
     }
 
     /// Snapshot version (0 = nothing installed yet).
@@ -308,6 +370,16 @@ impl ServingSnapshot {
     /// When the scheduler generated it, Unix milliseconds.
     pub fn generated_unix_ms(&self) -> i64 {
         self.generated_unix_ms
+    }
+
+    /// HTTPDNS accounts, as pushed.
+    pub fn accounts(&self) -> &[HttpdnsAccount] {
+        &self.accounts
+    }
+
+    /// HTTPDNS settings (service IPs, rate limits), as pushed; `None` = defaults.
+    pub fn httpdns(&self) -> Option<&HttpdnsSettings> {
+        self.httpdns.as_ref()
     }
 
     /// Grid cell size in degrees.
@@ -361,7 +433,12 @@ impl ServingSnapshot {
     }
 }
 
-fn parse_answer(owner: &Name, ttl: u32, set: &AnswerSet) -> Result<Arc<Answer>, String> {
+fn parse_answer(
+    owner: &Name,
+    ttl: u32,
+    set: &AnswerSet,
+    sites: &[Site],
+) -> Result<Arc<Answer>, String> {
     let ipv4 = set
         .ipv4
         .iter()
@@ -395,5 +472,6 @@ fn parse_answer(owner: &Name, ttl: u32, set: &AnswerSet) -> Result<Arc<Answer>, 
         pops: set.pops.clone(),
         a_wire: encode(&a)?,
         aaaa_wire: encode(&aaaa)?,
+        routes: Routes::build(&set.routes, sites)?,
     }))
 }

@@ -1,4 +1,12 @@
-//! Keeps the engine fed: watches the scheduler's snapshots, reconnects, and persists them.
+//! Keeps the engine fed: watches the scheduler's updates, applies deltas, reconnects, and
+//! persists the result.
+//!
+//! The scheduler sends a whole snapshot first, then deltas from the version last sent
+//! (`WatchUpdates`). The subscriber keeps the proto snapshot of that version beside the
+//! engine's serving form, applies each delta to it ([`isobar_proto::delta::apply`]) and
+//! installs the result: all or nothing. A delta it cannot apply or that yields an invalid
+//! snapshot changes nothing and makes it resubscribe with `have_version = 0`, which brings a
+//! whole snapshot. A scheduler without `WatchUpdates` is watched whole (`WatchSnapshot`).
 //!
 //! The engine serves its last good snapshot whatever happens here: a lost scheduler, a
 //! rejected snapshot or a failed write only delay the next update. The persisted copy lets
@@ -9,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use isobar_proto::delta::DeltaError;
 use isobar_proto::v1::steering_client::SteeringClient;
-use isobar_proto::v1::{Snapshot, WatchSnapshotRequest};
+use isobar_proto::v1::{Snapshot, SnapshotDelta, WatchSnapshotRequest, snapshot_update};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -102,6 +111,20 @@ pub enum PersistError {
 /// Installs the snapshot persisted at `path`, if the file exists. Returns the version then
 /// served. Errors leave the engine as it was; callers log them and carry on.
 pub fn load_persisted(path: &Path, engine: &Engine) -> Result<Option<u64>, PersistError> {
+    let Some(snapshot) = read_persisted(path)? else {
+        return Ok(None);
+    };
+    let version = engine
+        .install(&snapshot)
+        .map_err(|source| PersistError::Invalid {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(Some(version))
+}
+
+/// The snapshot persisted at `path`, decoded but not validated; `None` when there is no file.
+fn read_persisted(path: &Path) -> Result<Option<Snapshot>, PersistError> {
     let io_err = |source| PersistError::Io {
         path: path.to_owned(),
         source,
@@ -122,13 +145,7 @@ pub fn load_persisted(path: &Path, engine: &Engine) -> Result<Option<u64>, Persi
         path: path.to_owned(),
         source,
     })?;
-    let version = engine
-        .install(&snapshot)
-        .map_err(|source| PersistError::Invalid {
-            path: path.to_owned(),
-            source,
-        })?;
-    Ok(Some(version))
+    Ok(Some(snapshot))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, flushed, then renamed,
@@ -151,7 +168,21 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Watches snapshots from the scheduler until `shutdown` is cancelled, installing each into
+/// Called with each version the subscriber installs, on the installing thread right after
+/// the engine swapped it in (for measurements and tests).
+pub type InstallHook = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Subscriber behaviour beyond [`SubscriberConfig`]; the default is what a frontend runs.
+#[derive(Clone, Default)]
+pub struct SubscriberOptions {
+    /// Called with every version installed.
+    pub on_install: Option<InstallHook>,
+    /// Watch whole snapshots only (`WatchSnapshot`), never deltas: what happens anyway
+    /// against a scheduler without `WatchUpdates`. For comparisons.
+    pub whole_snapshots: bool,
+}
+
+/// Watches updates from the scheduler until `shutdown` is cancelled, installing each into
 /// `engine` and persisting it. Reconnects with jittered exponential backoff (100 ms doubling
 /// to 5 s). Returns an error only for a configuration it can never work with.
 pub async fn run(
@@ -168,6 +199,17 @@ pub async fn run_with_tls(
     tls: Option<tonic::transport::ClientTlsConfig>,
     engine: Arc<Engine>,
     shutdown: CancellationToken,
+) -> Result<(), SubscriberError> {
+    run_with_options(cfg, tls, engine, shutdown, SubscriberOptions::default()).await
+}
+
+/// [`run_with_tls`] with [`SubscriberOptions`].
+pub async fn run_with_options(
+    cfg: SubscriberConfig,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    options: SubscriberOptions,
 ) -> Result<(), SubscriberError> {
     let mut endpoint = Endpoint::from_shared(cfg.endpoint.clone())
         .map_err(|source| SubscriberError::Endpoint {
@@ -194,16 +236,27 @@ pub async fn run_with_tls(
         .transpose()
         .map_err(|_| SubscriberError::Token)?;
 
+    let mut feed = Feed {
+        engine,
+        held: None,
+        persist_path: cfg.persist_path.clone(),
+        on_install: options.on_install,
+        whole_snapshots: options.whole_snapshots,
+    };
+    feed.adopt_persisted().await;
     let mut backoff = INITIAL_BACKOFF;
     loop {
         let mut received = false;
         let result = tokio::select! {
             biased;
             () = shutdown.cancelled() => return Ok(()),
-            r = watch(&endpoint, &cfg, auth.as_ref(), &engine, &mut received) => r,
+            r = watch(&endpoint, &cfg, auth.as_ref(), &mut feed, &mut received) => r,
         };
         match result {
             Ok(()) => tracing::info!(endpoint = %cfg.endpoint, "snapshot stream ended"),
+            Err(error @ WatchError::Resync { .. }) => {
+                tracing::warn!(endpoint = %cfg.endpoint, %error, "resubscribing for a whole snapshot")
+            }
             Err(error) => {
                 tracing::warn!(endpoint = %cfg.endpoint, %error, "snapshot stream failed")
             }
@@ -232,60 +285,208 @@ enum WatchError {
     Rpc(#[from] tonic::Status),
     #[error("snapshot install task: {0}")]
     Install(#[from] tokio::task::JoinError),
+    #[error("delta to version {version} not applied: {reason}")]
+    Resync { version: u64, reason: ResyncReason },
 }
 
-/// One connection: stream snapshots until the stream ends or fails.
+/// Why a delta was refused.
+#[derive(Debug, thiserror::Error)]
+enum ResyncReason {
+    #[error("{0}")]
+    Apply(#[from] DeltaError),
+    #[error("the resulting snapshot is invalid: {0}")]
+    Invalid(#[from] SnapshotError),
+}
+
+/// The engine and what it takes to move it forward.
+struct Feed {
+    engine: Arc<Engine>,
+    /// The snapshot the scheduler last sent us and we accepted: the base of its next delta.
+    /// `None` after a refused delta, so the next subscription asks for a whole snapshot.
+    held: Option<Arc<Snapshot>>,
+    persist_path: Option<PathBuf>,
+    on_install: Option<InstallHook>,
+    whole_snapshots: bool,
+}
+
+impl Feed {
+    /// Takes the persisted snapshot as the base for deltas when it is the version the
+    /// engine serves (loaded at start), so a restart does not cost a whole snapshot.
+    async fn adopt_persisted(&mut self) {
+        let (Some(path), served) = (self.persist_path.clone(), self.engine.version()) else {
+            return;
+        };
+        if served == 0 {
+            return;
+        }
+        if let Ok(Ok(Some(snapshot))) =
+            tokio::task::spawn_blocking(move || read_persisted(&path)).await
+            && snapshot.version == served
+        {
+            self.held = Some(Arc::new(snapshot));
+        }
+    }
+
+    /// Installs a whole snapshot. A rejected one leaves everything as it was; the next
+    /// delta (computed from the rejected version) then fails to apply and we resubscribe.
+    async fn install_full(&mut self, snapshot: Snapshot) -> Result<(), WatchError> {
+        let offered = snapshot.version;
+        match self
+            .install(move || Ok::<_, SnapshotError>(snapshot))
+            .await?
+        {
+            Ok(snapshot) => self.held = Some(snapshot),
+            Err(error) => {
+                tracing::error!(version = offered, %error, "snapshot rejected; still serving the previous one");
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a delta to the held snapshot and installs the result, all or nothing. Any
+    /// failure forgets the held snapshot and ends the stream, to resubscribe from scratch.
+    async fn install_delta(&mut self, delta: SnapshotDelta) -> Result<(), WatchError> {
+        let version = delta.version;
+        let resync = |reason: ResyncReason| WatchError::Resync { version, reason };
+        let Some(base) = self.held.take() else {
+            return Err(resync(
+                DeltaError::BaseMismatch {
+                    held: 0,
+                    base: delta.base_version,
+                }
+                .into(),
+            ));
+        };
+        let applied = self
+            .install(move || {
+                // The base is ours alone once taken: moved into the result, not copied.
+                let base = Arc::unwrap_or_clone(base);
+                Ok::<_, ResyncReason>(isobar_proto::delta::apply_owned(base, delta)?)
+            })
+            .await?;
+        self.held = Some(applied.map_err(resync)?);
+        Ok(())
+    }
+
+    /// Builds the snapshot with `make`, then validates, indexes and swaps it in, all on a
+    /// blocking thread (large snapshots are CPU work; keep it off the threads that answer
+    /// queries); calls the hook, logs and persists. Returns the snapshot now held, which
+    /// the engine serves unless it already served a newer one.
+    async fn install<E>(
+        &self,
+        make: impl FnOnce() -> Result<Snapshot, E> + Send + 'static,
+    ) -> Result<Result<Arc<Snapshot>, E>, WatchError>
+    where
+        E: From<SnapshotError> + Send + 'static,
+    {
+        let engine = Arc::clone(&self.engine);
+        let hook = self.on_install.clone();
+        let served_before = engine.version();
+        let installed = tokio::task::spawn_blocking(move || {
+            let snapshot = make()?;
+            let version = engine.install(&snapshot)?;
+            if let Some(hook) = hook.filter(|_| version > served_before) {
+                hook(version);
+            }
+            Ok((Arc::new(snapshot), version))
+        })
+        .await?;
+        Ok(match installed {
+            Ok((snapshot, version)) => {
+                self.installed(&snapshot, served_before, version).await;
+                Ok(snapshot)
+            }
+            Err(error) => Err(error),
+        })
+    }
+
+    /// Logs and persists an accepted snapshot that the engine now serves (or ignored, when
+    /// it already served a newer one).
+    async fn installed(&self, snapshot: &Snapshot, served_before: u64, version: u64) {
+        if version > served_before {
+            tracing::info!(
+                version,
+                config_version = snapshot.config_version,
+                "snapshot installed"
+            );
+            if let Some(path) = &self.persist_path {
+                persist(path, snapshot).await;
+            }
+        } else {
+            tracing::debug!(
+                offered = snapshot.version,
+                served = version,
+                "older snapshot ignored"
+            );
+        }
+    }
+}
+
+/// One connection: stream updates until the stream ends or fails.
 async fn watch(
     endpoint: &Endpoint,
     cfg: &SubscriberConfig,
     auth: Option<&MetadataValue<Ascii>>,
-    engine: &Arc<Engine>,
+    feed: &mut Feed,
     received: &mut bool,
 ) -> Result<(), WatchError> {
     let channel: Channel = endpoint.connect().await?;
     let mut client = SteeringClient::new(channel).max_decoding_message_size(MAX_SNAPSHOT_BYTES);
-    let mut request = tonic::Request::new(WatchSnapshotRequest {
-        frontend: cfg.frontend.clone(),
-        have_version: engine.version(),
-    });
-    if let Some(auth) = auth {
-        request.metadata_mut().insert("authorization", auth.clone());
+    let request = |have_version| {
+        let mut request = tonic::Request::new(WatchSnapshotRequest {
+            frontend: cfg.frontend.clone(),
+            have_version,
+        });
+        if let Some(auth) = auth {
+            request.metadata_mut().insert("authorization", auth.clone());
+        }
+        request
+    };
+    if feed.whole_snapshots {
+        let have = feed.engine.version();
+        return watch_whole(&mut client, request(have), cfg, feed, received).await;
     }
+    let have = feed.held.as_ref().map_or(0, |s| s.version);
+    let mut stream = match client.watch_updates(request(have)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            return watch_whole(
+                &mut client,
+                request(feed.engine.version()),
+                cfg,
+                feed,
+                received,
+            )
+            .await;
+        }
+        Err(status) => return Err(status.into()),
+    };
+    tracing::info!(endpoint = %cfg.endpoint, have_version = have, "watching snapshot updates");
+    while let Some(update) = stream.message().await? {
+        *received = true;
+        match update.kind {
+            Some(snapshot_update::Kind::Full(snapshot)) => feed.install_full(snapshot).await?,
+            Some(snapshot_update::Kind::Delta(delta)) => feed.install_delta(delta).await?,
+            None => tracing::warn!("empty snapshot update ignored"),
+        }
+    }
+    Ok(())
+}
+
+/// Whole snapshots only: against a scheduler that predates deltas, or when
+/// [`SubscriberOptions::whole_snapshots`] asks for it.
+async fn watch_whole(
+    client: &mut SteeringClient<Channel>,
+    request: tonic::Request<WatchSnapshotRequest>,
+    cfg: &SubscriberConfig,
+    feed: &mut Feed,
+    received: &mut bool,
+) -> Result<(), WatchError> {
     let mut stream = client.watch_snapshot(request).await?.into_inner();
-    tracing::info!(endpoint = %cfg.endpoint, have_version = engine.version(), "watching snapshots");
+    tracing::info!(endpoint = %cfg.endpoint, "watching whole snapshots");
     while let Some(snapshot) = stream.message().await? {
         *received = true;
-        let served_before = engine.version();
-        // Validating and indexing a large snapshot is CPU work; keep it off the runtime
-        // threads that answer queries.
-        let installer = Arc::clone(engine);
-        let (snapshot, installed) = tokio::task::spawn_blocking(move || {
-            let installed = installer.install(&snapshot);
-            (snapshot, installed)
-        })
-        .await?;
-        match installed {
-            Ok(version) if version > served_before => {
-                tracing::info!(
-                    version,
-                    config_version = snapshot.config_version,
-                    "snapshot installed"
-                );
-                if let Some(path) = &cfg.persist_path {
-                    persist(path, &snapshot).await;
-                }
-            }
-            Ok(version) => {
-                tracing::debug!(
-                    offered = snapshot.version,
-                    served = version,
-                    "older snapshot ignored"
-                );
-            }
-            Err(error) => {
-                tracing::error!(version = snapshot.version, %error, "snapshot rejected; still serving the previous one");
-            }
-        }
+        feed.install_full(snapshot).await?;
     }
     Ok(())
 }

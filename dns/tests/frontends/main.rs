@@ -2,10 +2,13 @@
 //! snapshot validation. One binary, so the suite links once.
 
 mod dns;
+mod doh;
+mod dynamic;
 mod geo;
 mod httpdns;
 mod knot;
 mod limits;
+mod rum;
 mod snapshots;
 mod subscriber;
 mod support;

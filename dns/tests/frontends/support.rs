@@ -151,6 +151,7 @@ pub fn answer(v4: &[&str], v6: &[&str], pop: &str) -> AnswerSet {
         ipv4: v4.iter().map(|s| s.to_string()).collect(),
         ipv6: v6.iter().map(|s| s.to_string()).collect(),
         pops: vec![pop.into()],
+        ..Default::default()
     }
 }
 
@@ -175,6 +176,7 @@ pub fn service(service_name: &str, use_ecs: bool, default_v4: &str) -> ServiceMa
         cell_answers: cells,
         group_answers: HashMap::from([("office".to_string(), OFFICE)]),
         default_answer: DEFAULT,
+        ..Default::default()
     }
 }
 
@@ -197,6 +199,7 @@ pub fn snapshot(version: u64, default_v4: &str) -> Snapshot {
             group: "office".into(),
             cidrs: vec!["203.0.113.128/25".into(), "100.64.0.0/10".into()],
         }],
+        ..Default::default()
     }
 }
 
