@@ -1,11 +1,14 @@
-//! Full placement solve: 1 000 services × 500 sites, one core.
+//! Full placement solve: 1 000 services × 500 sites, one core; fresh, and again against
+//! the previous decisions after the world changed (the minimum-move step at work).
 //!
 //! `cargo bench -p isobar-scheduler --bench placement`
 
 use std::collections::{BTreeMap, HashMap};
 
-use isobar_proto::v1::{LatencyObjective, PlacementPolicy, SiteBounds};
-use isobar_scheduler::placement::{DemandPoint, DistanceRtt, SolveInput, solve};
+use isobar_proto::v1::{LatencyObjective, PlacementDecision, PlacementPolicy, SiteBounds};
+use isobar_scheduler::placement::{
+    DemandPoint, DistanceRtt, SolveInput, moves_between, replicas_by_site, solve,
+};
 use isobar_store::world::{Pop, Region, World};
 
 fn main() {
@@ -39,6 +42,7 @@ fn world() -> World {
                     "tier".to_owned(),
                     if i % 3 == 0 { "edge" } else { "core" }.to_owned(),
                 )]),
+                failure_domain: None,
             }
         })
         .collect();
@@ -83,32 +87,119 @@ fn services(world: &World) -> Vec<(String, PlacementPolicy, Vec<DemandPoint>)> {
         .collect()
 }
 
+type Services = [(String, PlacementPolicy, Vec<DemandPoint>)];
+
+/// Every service solved in turn, each seeing the slots the earlier ones took, against its
+/// previous decision if given.
+fn solve_all(
+    world: &World,
+    services: &Services,
+    previous: Option<&[PlacementDecision]>,
+) -> Vec<PlacementDecision> {
+    let rtt = DistanceRtt::default();
+    let ceilings = BTreeMap::new();
+    let mut used: HashMap<String, u32> = HashMap::new();
+    let mut out = Vec::with_capacity(services.len());
+    for (k, (name, policy, demand)) in services.iter().enumerate() {
+        let d = solve(&SolveInput {
+            world,
+            service: name,
+            policy,
+            used: &used,
+            demand,
+            rtt: &rtt,
+            ceilings: &ceilings,
+            previous: previous.map(|p| &p[k]),
+        });
+        for s in &d.sites {
+            *used.entry(s.site.clone()).or_insert(0) += s.replicas;
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// CPU time this thread has used, milliseconds (`/proc/thread-self/stat`, 10 ms ticks): on
+/// a shared machine wall time also counts other processes' turns on the core.
+fn cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks * 10
+}
+
+/// Prints the CPU time per run of `f` over enough runs for the 10 ms ticks not to matter.
+fn report_cpu(name: &str, mut f: impl FnMut()) {
+    let (runs, start) = (10, cpu_ms());
+    for _ in 0..runs {
+        f();
+    }
+    println!("{name}: {} ms CPU per run", (cpu_ms() - start) / runs);
+}
+
 /// Every service solved in turn, each seeing the slots the earlier ones took.
 #[divan::bench(sample_count = 10)]
 fn full_solve_1000_services_500_sites(bencher: divan::Bencher) {
     let world = world();
     let services = services(&world);
-    let rtt = DistanceRtt::default();
-    let ceilings = BTreeMap::new();
-    bencher.bench_local(|| {
-        let mut used: HashMap<String, u32> = HashMap::new();
-        let mut placed = 0u64;
-        for (name, policy, demand) in &services {
-            let d = solve(&SolveInput {
-                world: &world,
-                service: name,
-                policy,
-                used: &used,
-                demand,
-                rtt: &rtt,
-                ceilings: &ceilings,
-                previous: None,
-            });
-            for s in &d.sites {
-                *used.entry(s.site.clone()).or_insert(0) += s.replicas;
-            }
-            placed += u64::from(d.placed);
-        }
-        divan::black_box(placed)
+    report_cpu("full_solve", || {
+        divan::black_box(solve_all(&world, &services, None));
     });
+    bencher.bench_local(|| divan::black_box(solve_all(&world, &services, None)));
+}
+
+/// The same after a change, against the previous decisions: one more site in every
+/// region (550 sites) and every service's demand shifted by one client group, so every
+/// solve runs the minimum-move step.
+#[divan::bench(sample_count = 10)]
+fn resolve_against_previous_1000_services_550_sites(bencher: divan::Bencher) {
+    let world = world();
+    let services = services(&world);
+    let previous = solve_all(&world, &services, None);
+    let mut changed = world.clone();
+    for r in 0..REGIONS {
+        let mut pop = changed.pops[r].clone();
+        pop.name = format!("n{r:03}");
+        pop.lat += 0.1;
+        changed.pops.push(pop);
+    }
+    changed.pops.sort_by(|a, b| a.name.cmp(&b.name));
+    let shifted: Vec<_> = services
+        .iter()
+        .map(|(name, policy, demand)| {
+            let mut demand = demand.clone();
+            let first = demand[0].weight;
+            for g in 0..demand.len() - 1 {
+                demand[g].weight = demand[g + 1].weight;
+            }
+            let last = demand.len() - 1;
+            demand[last].weight = first;
+            (name.clone(), policy.clone(), demand)
+        })
+        .collect();
+    let moves: u64 = solve_all(&changed, &shifted, Some(&previous))
+        .iter()
+        .map(|d| u64::from(d.moves))
+        .sum();
+    let fresh: u64 = solve_all(&changed, &shifted, None)
+        .iter()
+        .zip(&previous)
+        .map(|(d, p)| u64::from(moves_between(&replicas_by_site(p), &replicas_by_site(d))))
+        .sum();
+    println!(
+        "moves after the change: {moves} against the previous decisions, {fresh} for fresh ones"
+    );
+    report_cpu("fresh solve of the changed world (peer)", || {
+        divan::black_box(solve_all(&changed, &shifted, None));
+    });
+    report_cpu("resolve against previous", || {
+        divan::black_box(solve_all(&changed, &shifted, Some(&previous)));
+    });
+    bencher.bench_local(|| divan::black_box(solve_all(&changed, &shifted, Some(&previous))));
 }

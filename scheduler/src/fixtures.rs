@@ -16,6 +16,7 @@ fn pop(name: &str, region: &str, lat: f64, lon: f64, slots: u32) -> Pop {
             "tier".to_owned(),
             if name.ends_with('2') { "edge" } else { "core" }.to_owned(),
         )]),
+        failure_domain: None,
     }
 }
 
@@ -27,6 +28,7 @@ fn endpoint(pop: &str, address: &str, port: u16) -> Endpoint {
         probe: None,
         weight: 100,
         labels: BTreeMap::new(),
+        capacity: None,
     }
 }
 
@@ -66,8 +68,15 @@ pub(crate) fn world() -> World {
                 endpoint("sin1", "203.0.113.1", 1004),
                 endpoint("fra1", "2001:db8::1", 1001),
             ],
+            steering: Default::default(),
+            gray: None,
         }],
-        client_groups: vec![ClientGroup { name: "office".into(), cidrs: vec!["10.0.0.0/8".into()], region: "ap".into() }],
+        client_groups: vec![ClientGroup {
+            name: "office".into(),
+            cidrs: vec!["10.0.0.0/8".into()],
+            region: "ap".into(),
+            demand: None,
+        }],
         ..World::default()
     };
     world.normalize();

@@ -9,12 +9,14 @@
 //! [`placement_state`] adds time (risk control) with explicit clocks; [`Scheduler`] holds
 //! the state around them and [`grpc`] serves it.
 
+mod delta;
 pub mod grpc;
 pub mod health;
 pub mod measure;
 pub mod placement;
 pub mod placement_state;
 pub mod probing;
+pub mod rum;
 mod runtime;
 pub mod steering;
 pub mod vivaldi;
@@ -24,6 +26,6 @@ pub mod zonefile;
 mod fixtures;
 
 pub use runtime::{
-    Applied, CONFIG_POLL_INTERVAL, PLACEMENT_TICK, PlacementMetrics, Scheduler, SchedulerError,
-    now_ms,
+    Applied, CONFIG_POLL_INTERVAL, PLACEMENT_TICK, PlacementMetrics, STEERING_TICK, Scheduler,
+    SchedulerError, VERDICT_ACTOR, now_ms,
 };

@@ -23,7 +23,13 @@ use crate::placement_state::PlacementBook;
 use crate::steering;
 
 mod placement;
+mod steer;
 pub use placement::{PLACEMENT_TICK, PlacementMetrics};
+pub use steer::VERDICT_ACTOR;
+
+/// How often steering is re-solved even without a trigger: gray ramps, drain windows,
+/// failback windows and demand move with time.
+pub const STEERING_TICK: Duration = Duration::from_secs(1);
 
 /// How often the store's config version is polled, to pick up changes other nodes applied.
 pub const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -53,6 +59,9 @@ pub enum SchedulerError {
     /// A zone import or export was refused.
     #[error("{0}")]
     Zone(#[from] crate::zonefile::ZoneError),
+    /// No service of that name is configured.
+    #[error("no service named {0}")]
+    UnknownService(String),
 }
 
 /// The outcome of applying a config.
@@ -77,6 +86,8 @@ pub struct Scheduler {
     /// Serialises placement changes from solve to store write (see `publish_outcomes`).
     placement_gate: tokio::sync::Mutex<()>,
     pub(crate) recompute: Notify,
+    /// Client-measured RTT (RUM) per (client group, PoP); its own lock, off `inner`.
+    rum: Mutex<crate::rum::RumBook>,
 }
 
 pub(crate) struct Inner {
@@ -90,6 +101,8 @@ pub(crate) struct Inner {
     placements: PlacementBook,
     /// The last published snapshot with version and timestamp zeroed, to detect changes.
     last_content: Snapshot,
+    /// Steering solver state, drain confirmations and pending events.
+    pub(crate) steer: steer::SteerState,
 }
 
 // === impl Scheduler ===
@@ -108,6 +121,8 @@ impl Scheduler {
             &health.down_set(),
             &placements.ready_view(),
         )?;
+        // The first snapshot uses health and placement only: measurements, demand and
+        // client reports arrive after start, and the tick re-solves with them.
         let mut first = content.clone();
         first.version = next_version(0);
         first.generated_unix_ms = now;
@@ -130,6 +145,7 @@ impl Scheduler {
                 last_content: content,
                 measure: Default::default(),
                 probe_only,
+                steer: Default::default(),
             }),
             snapshot_tx,
             targets_tx,
@@ -137,6 +153,7 @@ impl Scheduler {
             placement_metrics: PlacementMetrics::default(),
             placement_gate: tokio::sync::Mutex::new(()),
             recompute: Notify::new(),
+            rum: Mutex::new(crate::rum::RumBook::default()),
         }))
     }
 
@@ -253,22 +270,35 @@ impl Scheduler {
     /// Solves the steering map now and publishes it if it changed.
     pub fn recompute_now(&self) -> Result<bool, SchedulerError> {
         let mut inner = self.lock();
-        let content = steering::solve_with_ready(
-            &inner.world,
-            inner.config_version,
-            &inner.health.down_set(),
-            &inner.placements.ready_view(),
-        )?;
+        let content = self.solve_steering(&mut inner)?.snapshot;
         if content == inner.last_content {
             return Ok(false);
         }
         inner.last_content = content.clone();
+        self.publish(content);
+        Ok(true)
+    }
+
+    /// Stamps `content` with the next version and the time and hands it to every watcher.
+    fn publish(&self, content: Snapshot) -> u64 {
         let mut snapshot = content;
         snapshot.version = next_version(self.snapshot_tx.borrow().version);
         snapshot.generated_unix_ms = now_ms();
         debug!(version = snapshot.version, "publishing snapshot");
+        let version = snapshot.version;
         self.snapshot_tx.send_replace(Arc::new(snapshot));
-        Ok(true)
+        version
+    }
+
+    /// Publishes `content` as a recompute publishes the solver's output (same versioning,
+    /// same channel) without solving, and returns its version. Only for the propagation
+    /// benchmark, which pushes real solver output but cannot afford a full solve per push.
+    #[cfg(feature = "bench-hooks")]
+    #[doc(hidden)]
+    pub fn publish_for_bench(&self, content: Snapshot) -> u64 {
+        let mut inner = self.lock();
+        inner.last_content = content.clone();
+        self.publish(content)
     }
 
     async fn recompute_loop(self: Arc<Self>, shutdown: CancellationToken) {
@@ -276,10 +306,12 @@ impl Scheduler {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.recompute.notified() => {}
+                () = tokio::time::sleep(STEERING_TICK) => {}
             }
             if let Err(err) = self.recompute_now() {
                 warn!(error = %err, "steering recompute failed; keeping the previous snapshot");
             }
+            self.handle_steering_events().await;
         }
     }
 
@@ -308,6 +340,39 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Takes one frontend's client RTT report into the RUM book. Returns (accepted,
+    /// rejected) samples.
+    pub fn ingest_client_rtt(&self, samples: &[isobar_proto::v1::ClientRttSample]) -> (u64, u64) {
+        let (world, config_version, ready) = {
+            let inner = self.lock();
+            (
+                Arc::clone(&inner.world),
+                inner.config_version,
+                inner.placements.ready_view(),
+            )
+        };
+        let mut rum = self.rum_lock();
+        rum.index_world(&world, config_version);
+        rum.ingest(samples, &ready, now_ms())
+    }
+
+    /// The fresh client reports (RUM) as the steering cost model reads them
+    /// ([`crate::steering::cost::ClientReports`]).
+    pub fn client_reports(&self) -> crate::rum::RumView {
+        self.rum_lock().view(now_ms())
+    }
+
+    /// The RUM book's part of `GET /metrics`.
+    pub fn rum_prometheus(&self) -> String {
+        self.rum_lock().render_prometheus()
+    }
+
+    fn rum_lock(&self) -> MutexGuard<'_, crate::rum::RumBook> {
+        self.rum
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {

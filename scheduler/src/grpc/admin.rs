@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use isobar_proto::v1::admin_server::Admin;
 use isobar_proto::v1::{
-    ApplyConfigRequest, ApplyConfigResponse, ExportConfigRequest, ExportConfigResponse,
-    ExportZoneRequest, ExportZoneResponse, GetMeasurementsRequest, GetStateRequest,
-    ImportZoneRequest, Measurements, SetHealthOverrideRequest, State, TargetHealth,
+    ApplyConfigRequest, ApplyConfigResponse, ConfirmDrainRequest, ConfirmDrainResponse,
+    ExplainRequest, Explanation, ExportConfigRequest, ExportConfigResponse, ExportZoneRequest,
+    ExportZoneResponse, GetMeasurementsRequest, GetStateRequest, ImportZoneRequest, Measurements,
+    SetHealthOverrideRequest, State, TargetHealth, WhatIfRequest, WhatIfResult,
 };
 use tonic::{Request, Response, Status};
 
@@ -15,11 +16,26 @@ use crate::{Scheduler, SchedulerError};
 
 pub(super) struct AdminService {
     scheduler: Arc<Scheduler>,
+    /// The GeoIP database explain locates clients with (the frontends' one).
+    geo: Option<Arc<isobar_dns::GeoDb>>,
 }
 
 impl AdminService {
-    pub(super) fn new(scheduler: Arc<Scheduler>) -> Self {
-        Self { scheduler }
+    pub(super) fn new(scheduler: Arc<Scheduler>, geo: Option<Arc<isobar_dns::GeoDb>>) -> Self {
+        Self { scheduler, geo }
+    }
+}
+
+/// Maps explain / what-if errors onto gRPC codes.
+fn explain_status(err: crate::steering::explain::ExplainError) -> Status {
+    use crate::steering::explain::ExplainError;
+    match &err {
+        ExplainError::UnknownService(_) => Status::not_found(err.to_string()),
+        ExplainError::Invalid { .. } => Status::invalid_argument(err.to_string()),
+        ExplainError::Snapshot(_) | ExplainError::Solve(_) => {
+            tracing::error!(error = %err, "internal error");
+            Status::internal(err.to_string())
+        }
     }
 }
 
@@ -48,7 +64,9 @@ pub(super) fn status_from(err: SchedulerError) -> Status {
             Status::not_found(err.to_string())
         }
         SchedulerError::Policy(_) => Status::invalid_argument(err.to_string()),
-        SchedulerError::NoPlacement(_) => Status::not_found(err.to_string()),
+        SchedulerError::NoPlacement(_) | SchedulerError::UnknownService(_) => {
+            Status::not_found(err.to_string())
+        }
         SchedulerError::Zone(crate::zonefile::ZoneError::UnknownZone(_)) => {
             Status::not_found(err.to_string())
         }
@@ -173,6 +191,60 @@ impl Admin for AdminService {
             changed: applied.changed,
             config_version: applied.config_version,
             diff: applied.diff,
+        }))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<ExplainRequest>,
+    ) -> Result<Response<Explanation>, Status> {
+        let req = request.into_inner();
+        let query = crate::steering::explain::ExplainQuery::parse(
+            &req.name,
+            &req.client,
+            &req.ecs,
+            &req.device,
+        )
+        .map_err(explain_status)?;
+        let scheduler = Arc::clone(&self.scheduler);
+        let geo = self.geo.clone();
+        // Building an engine over the snapshot is CPU work: keep it off the async workers.
+        tokio::task::spawn_blocking(move || scheduler.explain(geo, &query))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map(Response::new)
+            .map_err(explain_status)
+    }
+
+    async fn what_if(
+        &self,
+        request: Request<WhatIfRequest>,
+    ) -> Result<Response<WhatIfResult>, Status> {
+        let req = request.into_inner();
+        let scheduler = Arc::clone(&self.scheduler);
+        tokio::task::spawn_blocking(move || scheduler.what_if(&req.fail, &req.groups))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map(Response::new)
+            .map_err(explain_status)
+    }
+
+    async fn confirm_drain(
+        &self,
+        request: Request<ConfirmDrainRequest>,
+    ) -> Result<Response<ConfirmDrainResponse>, Status> {
+        let peer_actor = actor(&request);
+        let req = request.into_inner();
+        let actor = named_actor(&req.actor, peer_actor);
+        if req.service.trim().is_empty() {
+            return Err(Status::invalid_argument("service: empty"));
+        }
+        self.scheduler
+            .confirm_drain(&req.service, &actor)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(ConfirmDrainResponse {
+            service: req.service,
         }))
     }
 

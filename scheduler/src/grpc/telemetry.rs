@@ -5,7 +5,8 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use isobar_proto::v1::telemetry_server::Telemetry;
 use isobar_proto::v1::{
-    DemandAck, DemandReport, MeasurementBatch, ReportSummary, TargetSet, WatchTargetsRequest,
+    ClientRttAck, ClientRttReport, DemandAck, DemandReport, MeasurementBatch, ReportSummary,
+    TargetSet, WatchTargetsRequest,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -14,6 +15,8 @@ use crate::Scheduler;
 
 /// Most measurements accepted in one batch; larger batches are rejected whole.
 const MAX_BATCH: usize = 10_000;
+/// Most client RTT samples accepted in one report; larger reports are rejected whole.
+const MAX_CLIENT_RTT_BATCH: usize = 10_000;
 
 pub(super) struct TelemetryService {
     scheduler: Arc<Scheduler>,
@@ -93,5 +96,24 @@ impl Telemetry for TelemetryService {
         request: Request<DemandReport>,
     ) -> Result<Response<DemandAck>, Status> {
         super::placement::report_demand(&self.scheduler, request.into_inner())
+    }
+
+    async fn report_client_rtt(
+        &self,
+        request: Request<ClientRttReport>,
+    ) -> Result<Response<ClientRttAck>, Status> {
+        let report = request.into_inner();
+        if report.frontend.is_empty() {
+            return Err(Status::invalid_argument("frontend: must not be empty"));
+        }
+        if report.samples.len() > MAX_CLIENT_RTT_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "samples: report of {} exceeds the limit of {MAX_CLIENT_RTT_BATCH}",
+                report.samples.len()
+            )));
+        }
+        let (accepted, rejected) = self.scheduler.ingest_client_rtt(&report.samples);
+        tracing::debug!(frontend = %report.frontend, accepted, rejected, "client RTT report");
+        Ok(Response::new(ClientRttAck { accepted, rejected }))
     }
 }

@@ -12,6 +12,7 @@
 //! Time-dependent risk control (removal rate limit, grace period, failback) lives in
 //! [`crate::placement_state`], which feeds [`solve`] ceilings and floors.
 
+mod moves;
 mod objectives;
 mod rtt;
 mod solve;
@@ -73,8 +74,9 @@ pub struct SolveInput<'a> {
     /// Per-site ceilings set by risk control (an unreachable site: 0; a recovering one: its
     /// failback allowance). Sites not listed are unconstrained.
     pub ceilings: &'a BTreeMap<String, u32>,
-    /// The decision in force, if any: ties go to where replicas already run, so re-solving
-    /// moves as little as possible.
+    /// The decision in force, if any: among equally good decisions the solver picks the one
+    /// with the fewest moves against it (see `moves.rs`), so re-solving unchanged inputs
+    /// changes nothing and a change moves only the replicas it must.
     pub previous: Option<&'a PlacementDecision>,
 }
 

@@ -37,7 +37,9 @@ pub(super) fn spread_values<'a>(
 }
 
 /// Tightens `allowed` (max groups) or `forced` (min groups) for a violated constraint.
-/// Returns whether anything changed, i.e. whether the fill must run again.
+/// It does not look at the previous decision: which site of a value runs its replicas is
+/// the minimum-move step's business, and the values chosen must not depend on history, so
+/// that re-solving cannot move more than a fresh solve would. Returns whether anything changed, i.e. whether the fill must run again.
 pub(super) fn enforce_spread(
     constraints: &[SpreadConstraint],
     requested: u32,
@@ -62,14 +64,14 @@ pub(super) fn enforce_spread(
                     e.1 = e.1.saturating_add(site.cap);
                 }
             }
-            let mut ranked: Vec<(&str, bool, u32, u32)> = room
+            let mut ranked: Vec<(&str, (bool, u32, u32))> = room
                 .iter()
                 .map(|(v, (pinned, cap))| {
                     let held = values.get(v).copied().unwrap_or(0);
-                    (*v, *pinned, (*cap).min(requested), held)
+                    (*v, (*pinned, (*cap).min(requested), held))
                 })
                 .collect();
-            ranked.sort_by(|a, b| (b.1, b.2, b.3).cmp(&(a.1, a.2, a.3)).then(a.0.cmp(b.0)));
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
             let keep: BTreeSet<&str> = ranked
                 .iter()
                 .take(spread.max_groups as usize)
@@ -83,7 +85,8 @@ pub(super) fn enforce_spread(
             }
         } else if (values.len() as u32) < spread.min_groups {
             let need = spread.min_groups as usize - values.len();
-            // Best site per missing value: most room, then previous replicas, then order.
+            // Best site per missing value: most room, then order. Values with the most
+            // room come first.
             let mut best: BTreeMap<&str, usize> = BTreeMap::new();
             for (i, site) in sites.iter().enumerate() {
                 let Some(v) = spread_value(spread, site.pop) else {
@@ -92,19 +95,13 @@ pub(super) fn enforce_spread(
                 if values.contains_key(v) || !allowed[i] || site.cap == 0 || forced[i] > 0 {
                     continue;
                 }
-                let better = best
-                    .get(v)
-                    .is_none_or(|&j| (site.cap, site.prev) > (sites[j].cap, sites[j].prev));
-                if better {
-                    best.insert(v, i);
+                let e = best.entry(v).or_insert(i);
+                if site.cap > sites[*e].cap {
+                    *e = i;
                 }
             }
             let mut ranked: Vec<usize> = best.into_values().collect();
-            ranked.sort_by(|&a, &b| {
-                (sites[b].prev, sites[b].cap)
-                    .cmp(&(sites[a].prev, sites[a].cap))
-                    .then(a.cmp(&b))
-            });
+            ranked.sort_by(|&a, &b| sites[b].cap.cmp(&sites[a].cap).then(a.cmp(&b)));
             for i in ranked.into_iter().take(need) {
                 forced[i] = 1;
                 changed = true;

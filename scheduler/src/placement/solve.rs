@@ -5,10 +5,11 @@
 //! replicas (demand, aggregated, static weights or available capacity) by water-filling
 //! under each site's capacity; then the latency objective moves single replicas to sites
 //! that cover unserved demand; spread constraints re-run the fill with the sites restricted
-//! (max) or with forced minimums (min). Ties always go to sites that already hold more
-//! replicas in the previous decision, then to the nearer site, then by name, so re-solving
-//! unchanged inputs reproduces the previous decision exactly and a new site takes replicas
-//! without shuffling the others.
+//! (max) or with forced minimums (min). Ties go to the nearer site, then by name. That fill
+//! is the fresh target, a function of the inputs without the previous decision.
+//! [`super::moves`] then keeps replicas where the previous decision ran them wherever an
+//! equally good decision allows it: re-solving unchanged inputs reproduces the previous
+//! decision exactly, and a change moves only the replicas it must.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,6 +19,7 @@ use isobar_proto::v1::{
 };
 use isobar_store::world::Pop;
 
+use super::moves::keep_previous;
 use super::objectives::{coverage, enforce_spread, latency_objective, spread_values};
 use super::{DemandPoint, SolveInput, moves_between};
 
@@ -38,13 +40,22 @@ pub(super) struct Site<'a> {
 pub(super) struct Fill {
     pub(super) replicas: Vec<u32>,
     pub(super) reasons: Vec<BTreeSet<String>>,
+    /// Per site, the least and most replicas the division rule accepts as equally good:
+    /// the per-site minimum up to the site's room for demand-driven and aggregated
+    /// division, the two roundings of the exact share for weighted division. Moving
+    /// replicas inside these ranges (and inside a bucket, see [`super::moves`]) keeps the
+    /// decision as good, so the previous decision's counts win there.
+    pub(super) lo: Vec<u32>,
+    pub(super) hi: Vec<u32>,
 }
 
 impl Fill {
-    fn new(n: usize) -> Self {
+    pub(super) fn new(n: usize) -> Self {
         Self {
             replicas: vec![0; n],
             reasons: vec![BTreeSet::new(); n],
+            lo: vec![0; n],
+            hi: vec![0; n],
         }
     }
 
@@ -82,34 +93,15 @@ pub fn solve(input: &SolveInput<'_>) -> PlacementDecision {
     let duplicated = policy.scheduling == SchedulingType::Duplicated as i32;
 
     let mut conditions = Vec::new();
-    let mut requested = policy.replicas;
-    let mut allowed: Vec<bool> = vec![true; sites.len()];
-    let mut forced: Vec<u32> = vec![0; sites.len()];
-    let mut fill = Fill::new(0);
-    // Spread constraints re-run the fill with restrictions; two passes settle max then min.
-    for pass in 0..3 {
-        fill = if duplicated {
-            let (f, req) = fill_duplicated(input, &sites, &allowed);
-            requested = req;
-            f
-        } else {
-            let mut f = fill_divided(input, &sites, &allowed, &forced, &demand);
-            latency_objective(input, &sites, &allowed, &demand, &mut f);
-            f
-        };
-        if pass == 2
-            || !enforce_spread(
-                &policy.spread,
-                policy.replicas,
-                &sites,
-                &fill,
-                &mut allowed,
-                &mut forced,
-            )
-        {
-            break;
-        }
-    }
+    let (fresh, requested) = target(input, &sites, &demand);
+    // The fill is the fresh target; now keep what the previous decision ran wherever an
+    // equally good decision allows it.
+    let fill = if duplicated {
+        fresh
+    } else {
+        let division = Division::try_from(policy.division).unwrap_or(Division::Demand);
+        keep_previous(input, &sites, fresh, &demand, division)
+    };
     for (i, spread) in policy.spread.iter().enumerate() {
         let count = spread_values(spread, &sites, &fill.replicas).len() as u32;
         let too_few = count < spread.min_groups;
@@ -196,6 +188,43 @@ pub fn solve(input: &SolveInput<'_>) -> PlacementDecision {
         moves: moves_between(&prev, &new),
         decided_unix_ms: 0,
     }
+}
+
+/// The fresh target: the fill under the division rule, the latency objective and the
+/// spread constraints, which re-run the fill with restrictions (passes settle max, then
+/// min). It does not look at the previous decision. Returns the fill and the replicas
+/// requested in total.
+fn target(input: &SolveInput<'_>, sites: &[Site<'_>], demand: &Demand) -> (Fill, u32) {
+    let policy = input.policy;
+    let duplicated = policy.scheduling == SchedulingType::Duplicated as i32;
+    let mut requested = policy.replicas;
+    let mut allowed: Vec<bool> = vec![true; sites.len()];
+    let mut forced: Vec<u32> = vec![0; sites.len()];
+    let mut fill = Fill::new(0);
+    for pass in 0..3 {
+        fill = if duplicated {
+            let (f, req) = fill_duplicated(input, sites, &allowed);
+            requested = req;
+            f
+        } else {
+            let mut f = fill_divided(input, sites, &allowed, &forced, demand);
+            latency_objective(input, sites, &allowed, demand, &mut f);
+            f
+        };
+        if pass == 2
+            || !enforce_spread(
+                &policy.spread,
+                policy.replicas,
+                sites,
+                &fill,
+                &mut allowed,
+                &mut forced,
+            )
+        {
+            break;
+        }
+    }
+    (fill, requested)
 }
 
 fn group_name(policy: &isobar_proto::v1::PlacementPolicy, index: usize) -> String {
@@ -339,6 +368,7 @@ fn fill_divided(
         .zip(allowed)
         .map(|(s, ok)| if *ok { s.cap } else { 0 })
         .collect();
+    fill.hi.clone_from(&free);
     let mut remaining = policy.replicas;
     // Per-site minimums first (the operator asked for them by name), then the single
     // replicas spread minimums force into further regions/zones.
@@ -355,6 +385,11 @@ fn fill_divided(
                 free[i] -= take;
                 remaining -= take;
             }
+        }
+        if pass == 0 {
+            // Site minimums bind; the spread minimums only need their value represented,
+            // which the buckets of the minimum-move step preserve.
+            fill.lo.clone_from(&fill.replicas);
         }
     }
     let groups = sites.iter().map(|s| s.group).max().map_or(0, |g| g + 1);
@@ -384,9 +419,15 @@ fn fill_divided(
             ),
             Division::Aggregated => {
                 let mut order = members.clone();
-                // Largest room first. Not by previous replicas: that would make the order
-                // depend on the last answer and re-solving would not be a fixed point.
-                order.sort_by(|&a, &b| free[b].cmp(&free[a]).then(a.cmp(&b)));
+                // Sites already holding replicas (minimums) first: their room costs no
+                // extra site. Then largest room first, which makes the count of sites the
+                // least possible. Not by previous replicas: the minimum-move step keeps
+                // those wherever the count allows.
+                order.sort_by(|&a, &b| {
+                    (fill.replicas[b] > 0, free[b])
+                        .cmp(&(fill.replicas[a] > 0, free[a]))
+                        .then(a.cmp(&b))
+                });
                 let mut left = remaining;
                 for i in order {
                     let take = free[i].min(left);
@@ -416,7 +457,11 @@ fn fill_divided(
                 } else {
                     "weighted by available capacity"
                 };
-                for (i, n) in got {
+                for (i, n, exact) in got {
+                    // The division rule is indifferent between the two roundings of the
+                    // exact share (1e-9: float noise must not widen or narrow the range).
+                    fill.lo[i] += ((exact + 1e-9).floor() as u32).min(n);
+                    fill.hi[i] = fill.replicas[i] + ((exact - 1e-9).ceil() as u32).max(n);
                     fill.add(i, n, reason);
                     free[i] -= n;
                 }
@@ -469,7 +514,7 @@ fn divide_by_demand(
         let cands: Vec<(usize, f64)> = home.iter().map(|&(i, _)| (i, 1.0)).collect();
         let mut left = share;
         let reason = format!("in demand region {region_name}");
-        for (i, got) in water_fill(left, &cands, free) {
+        for (i, got, _) in water_fill(left, &cands, free) {
             fill.add(i, got, &reason);
             free[i] -= got;
             left -= got;
@@ -506,7 +551,7 @@ fn divide_by_demand(
             .filter(|&&i| free[i] > 0)
             .map(|&i| (i, 1.0))
             .collect();
-        for (i, got) in water_fill(left_over, &cands, free) {
+        for (i, got, _) in water_fill(left_over, &cands, free) {
             fill.add(i, got, "spill-over");
             free[i] -= got;
         }
@@ -543,9 +588,11 @@ fn largest_remainder(n: u32, weights: &[f64]) -> Vec<u32> {
 /// remainder goes by largest fraction, then candidate order (nearest first). It does not
 /// look at the previous decision, so re-solving is an exact fixed point; it is monotone in
 /// the candidate set, so a new site only takes replicas from the others.
-/// Returns (site, count) for every candidate that gets something.
-fn water_fill(n: u32, cands: &[(usize, f64)], free: &[u32]) -> Vec<(usize, u32)> {
+/// Returns (site, count, exact share) for every candidate: the exact share is what a
+/// saturated site holds, or the unrounded proportional share of the last round.
+fn water_fill(n: u32, cands: &[(usize, f64)], free: &[u32]) -> Vec<(usize, u32, f64)> {
     let mut got: Vec<u32> = vec![0; cands.len()];
+    let mut exact_share: Vec<f64> = vec![0.0; cands.len()];
     let mut active: Vec<usize> = (0..cands.len())
         .filter(|&k| cands[k].1 > 0.0 && free[cands[k].0] > 0)
         .collect();
@@ -563,6 +610,7 @@ fn water_fill(n: u32, cands: &[(usize, f64)], free: &[u32]) -> Vec<(usize, u32)>
             for &k in &saturated {
                 let take = (free[cands[k].0] - got[k]).min(left);
                 got[k] += take;
+                exact_share[k] = f64::from(got[k]);
                 left -= take;
             }
             active.retain(|k| !saturated.contains(k));
@@ -576,6 +624,7 @@ fn water_fill(n: u32, cands: &[(usize, f64)], free: &[u32]) -> Vec<(usize, u32)>
         for (j, &k) in active.iter().enumerate() {
             let base = exact[j].floor() as u32;
             got[k] += base;
+            exact_share[k] = exact[j];
             rest -= base;
         }
         let mut order: Vec<usize> = (0..active.len()).collect();
@@ -583,7 +632,7 @@ fn water_fill(n: u32, cands: &[(usize, f64)], free: &[u32]) -> Vec<(usize, u32)>
             let fa = exact[a] - exact[a].floor();
             let fb = exact[b] - exact[b].floor();
             let (ka, kb) = (active[a], active[b]);
-            // Fractions within rounding noise count as equal, so previous replicas decide.
+            // Fractions within rounding noise count as equal, so candidate order decides.
             let by_fraction = if (fa - fb).abs() < 1e-9 {
                 std::cmp::Ordering::Equal
             } else {
@@ -603,8 +652,8 @@ fn water_fill(n: u32, cands: &[(usize, f64)], free: &[u32]) -> Vec<(usize, u32)>
     cands
         .iter()
         .zip(got)
-        .filter(|(_, g)| *g > 0)
-        .map(|((i, _), g)| (*i, g))
+        .zip(exact_share)
+        .map(|(((i, _), g), e)| (*i, g, e))
         .collect()
 }
 
@@ -624,5 +673,7 @@ fn fill_duplicated(input: &SolveInput<'_>, sites: &[Site<'_>], allowed: &[bool])
     for &i in &chosen {
         fill.add(i, sites[i].cap.min(input.policy.replicas), "duplicated");
     }
+    fill.lo.clone_from(&fill.replicas);
+    fill.hi.clone_from(&fill.replicas);
     (fill, input.policy.replicas * chosen.len().max(1) as u32)
 }

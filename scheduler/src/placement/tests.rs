@@ -1,8 +1,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use isobar_proto::v1::{
-    Division, LatencyObjective, PlacementDecision, PlacementPolicy, SchedulingType, SiteBounds,
-    SiteGroup, SiteSelector, SpreadConstraint, SpreadField, ValueList,
+    Division, LatencyObjective, PlacementDecision, PlacementPolicy, SchedulingType, SiteAssignment,
+    SiteBounds, SiteGroup, SiteSelector, SpreadConstraint, SpreadField, ValueList,
 };
 use isobar_store::world::World;
 
@@ -448,4 +448,164 @@ fn validation_names_nested_fields() {
     p.scheduling = 7;
     let err = validate(&w, SERVICE, &p).unwrap_err();
     assert!(err.to_string().starts_with("policy.scheduling:"), "{err}");
+}
+
+/// The fixture world with one more PoP, in name order.
+fn world_with(name: &str, region: &str, (lat, lon): (f64, f64), slots: u32) -> World {
+    let mut w = world();
+    let mut pop = w.pop("fra1").expect("fra1").clone();
+    pop.name = name.into();
+    pop.region = region.into();
+    (pop.lat, pop.lon, pop.replica_slots) = (lat, lon, slots);
+    w.pops.push(pop);
+    w.pops.sort_by(|a, b| a.name.cmp(&b.name));
+    w
+}
+
+/// A decision in force with these counts (as if history had led there).
+fn decision(sites: &[(&str, u32)]) -> PlacementDecision {
+    PlacementDecision {
+        sites: sites
+            .iter()
+            .map(|(site, replicas)| SiteAssignment {
+                site: (*site).to_owned(),
+                replicas: *replicas,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn counts(d: &PlacementDecision) -> Vec<(&str, u32)> {
+    d.sites
+        .iter()
+        .map(|s| (s.site.as_str(), s.replicas))
+        .collect()
+}
+
+const AMS: (f64, f64) = (52.37, 4.90);
+
+fn point(lat: f64, lon: f64, weight: f64) -> DemandPoint {
+    DemandPoint {
+        location: (lat, lon),
+        weight,
+    }
+}
+
+#[test]
+fn a_new_site_in_a_served_region_takes_nothing_from_the_others() {
+    let p = policy(4, &[], &["eu"]);
+    let before = solve_with(&world(), &p, &HashMap::new(), &[], None);
+    assert_eq!(counts(&before), [("fra1", 2), ("lon2", 2)]);
+    let grown = world_with("ams1", "eu", AMS, 4);
+    // A fresh solve would spread over all three: ams1 is as good as the others.
+    let fresh = solve_with(&grown, &p, &HashMap::new(), &[], None);
+    assert_eq!(replicas(&fresh, "ams1"), 1, "{:?}", counts(&fresh));
+    // Against the decision in force nothing moves: eu's replicas already run in eu.
+    let after = solve_with(&grown, &p, &HashMap::new(), &[], Some(&before));
+    assert_eq!(counts(&after), counts(&before));
+    assert_eq!(after.moves, 0);
+    let lon2 = after.sites.iter().find(|s| s.site == "lon2").expect("lon2");
+    assert!(lon2.reason.contains("kept in place"), "{}", lon2.reason);
+    // And that is a fixed point.
+    let again = solve_with(&grown, &p, &HashMap::new(), &[], Some(&after));
+    assert_eq!(again, after);
+}
+
+#[test]
+fn a_new_weighted_site_takes_only_its_share() {
+    // Weights 2:1 over six replicas: 4 + 2. lon2 joins with weight 1: exact shares 3, 1.5,
+    // 1.5. iad1 may keep its 2 (a rounding of 1.5), so only fra1 gives lon2 one replica.
+    let mut p = policy(6, &[], &[]);
+    p.division = Division::StaticWeights as i32;
+    p.static_weights = [("fra1".to_owned(), 2), ("iad1".to_owned(), 1)].into();
+    let before = solve_with(&world(), &p, &HashMap::new(), &[], None);
+    assert_eq!(counts(&before), [("fra1", 4), ("iad1", 2)]);
+    p.static_weights.insert("lon2".into(), 1);
+    let fresh = solve_with(&world(), &p, &HashMap::new(), &[], None);
+    assert_eq!(counts(&fresh), [("fra1", 3), ("iad1", 2), ("lon2", 1)]);
+    let after = solve_with(&world(), &p, &HashMap::new(), &[], Some(&before));
+    assert_eq!(counts(&after), [("fra1", 3), ("iad1", 2), ("lon2", 1)]);
+    assert_eq!(after.moves, 2, "one replica from fra1 to lon2");
+
+    // A previous decision that rounded the other way keeps its rounding.
+    let previous = decision(&[("fra1", 3), ("iad1", 1), ("lon2", 2)]);
+    let kept = solve_with(&world(), &p, &HashMap::new(), &[], Some(&previous));
+    assert_eq!(counts(&kept), [("fra1", 3), ("iad1", 1), ("lon2", 2)]);
+    assert_eq!(kept.moves, 0);
+}
+
+#[test]
+fn a_lost_site_moves_only_its_replicas() {
+    // History left eu's five replicas unevenly: fra1 4, lon2 1 (plus ams1 1). lon2 goes.
+    let grown = world_with("ams1", "eu", AMS, 4);
+    let p = policy(6, &[], &["eu"]);
+    let previous = decision(&[("ams1", 1), ("fra1", 4), ("lon2", 1)]);
+    let kept = solve_with(&grown, &p, &HashMap::new(), &[], Some(&previous));
+    assert_eq!(
+        kept.moves,
+        0,
+        "an equally good decision stays: {:?}",
+        counts(&kept)
+    );
+    let mut p = p.clone();
+    p.exclude = vec![labels(&[("site", "lon2")])];
+    let fresh = solve_with(&grown, &p, &HashMap::new(), &[], None);
+    assert_eq!(counts(&fresh), [("ams1", 3), ("fra1", 3)]);
+    let after = solve_with(&grown, &p, &HashMap::new(), &[], Some(&previous));
+    assert_eq!(counts(&after), [("ams1", 2), ("fra1", 4)]);
+    assert_eq!(after.moves, 2, "lon2's replica to ams1, nothing else");
+}
+
+#[test]
+fn less_demand_somewhere_moves_only_the_shifted_share() {
+    let (eu, na, ap) = (
+        point(50.0, 10.0, 1.0),
+        point(39.0, -77.0, 1.0),
+        point(1.35, 103.8, 1.0),
+    );
+    let p = policy(6, &[], &[]);
+    // History put eu's two replicas both on lon2.
+    let previous = decision(&[("iad1", 2), ("lon2", 2), ("sin1", 2)]);
+    let kept = solve_with(
+        &world(),
+        &p,
+        &HashMap::new(),
+        &[eu, na, ap],
+        Some(&previous),
+    );
+    assert_eq!(kept.moves, 0, "{:?}", counts(&kept));
+    // ap's demand goes: its two replicas go to eu and na, one each; lon2 keeps both.
+    let after = solve_with(&world(), &p, &HashMap::new(), &[eu, na], Some(&previous));
+    assert_eq!(
+        counts(&after),
+        [("fra1", 1), ("iad1", 3), ("lon2", 2)],
+        "{:?}",
+        after.sites
+    );
+    assert_eq!(after.moves, 4);
+    let fresh = solve_with(&world(), &p, &HashMap::new(), &[eu, na], None);
+    assert_eq!(counts(&fresh), [("fra1", 2), ("iad1", 3), ("lon2", 1)]);
+}
+
+#[test]
+fn kept_replicas_still_meet_the_latency_objective() {
+    // eu demand near Frankfurt plus a little near London, "all within 8 ms": both eu
+    // sites are needed. A previous decision that ran everything on fra1 gives one up.
+    let demand = [point(50.1, 8.7, 90.0), point(51.5, -0.1, 10.0)];
+    let mut p = policy(4, &["eu"], &[]);
+    p.latency = Some(LatencyObjective {
+        max_rtt_ms: 8,
+        fraction: 1.0,
+    });
+    let previous = decision(&[("fra1", 4)]);
+    let d = solve_with(&world(), &p, &HashMap::new(), &demand, Some(&previous));
+    assert!(replicas(&d, "lon2") >= 1, "{:?}", counts(&d));
+    assert!(
+        (d.demand_within_objective - 1.0).abs() < 1e-9,
+        "{}",
+        d.demand_within_objective
+    );
+    assert!(d.conditions.is_empty(), "{:?}", d.conditions);
 }

@@ -79,6 +79,24 @@ impl DemandBook {
             .retain(|_, f| now_ms.saturating_sub(f.at_ms) <= DEMAND_TTL_MS);
     }
 
+    /// Observed rates summed over fresh frontend reports: service → group label → queries
+    /// per second (what steering reads).
+    pub fn rates(&self, now_ms: i64) -> BTreeMap<String, BTreeMap<String, f64>> {
+        let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+        for f in self.frontends.values() {
+            if now_ms.saturating_sub(f.at_ms) > DEMAND_TTL_MS {
+                continue;
+            }
+            for (service, groups) in &f.rates {
+                let entry = out.entry(service.clone()).or_default();
+                for (group, qps) in groups {
+                    *entry.entry(group.clone()).or_default() += qps;
+                }
+            }
+        }
+        out
+    }
+
     /// Demand points for `service`, summed over fresh frontend reports, located on the
     /// world's grid (cells), at their region's centre (override groups) or at the default
     /// location (unknown clients; dropped without one). Sorted by location so the result

@@ -6,13 +6,51 @@ use isobar_proto::v1::{AnswerSet, ServiceMap};
 use super::solve;
 use crate::fixtures::world;
 
-fn answer_at(map: &ServiceMap, lat: f64, lon: f64) -> &AnswerSet {
+/// The addresses of an answer's heaviest route: each site's first live node of the family,
+/// in route order, up to the answer count (the fixtures have one node per site and family,
+/// so this is what every frontend picks).
+fn addresses(map: &ServiceMap, set: &AnswerSet, v6: bool) -> Vec<String> {
+    let Some(route) = set.routes.iter().max_by_key(|r| r.weight) else {
+        return if v6 {
+            set.ipv6.clone()
+        } else {
+            set.ipv4.clone()
+        };
+    };
+    route
+        .sites
+        .iter()
+        .filter_map(|&s| {
+            map.sites[s as usize]
+                .nodes
+                .iter()
+                .find(|n| n.weight > 0 && n.address.contains(':') == v6)
+                .map(|n| n.address.clone())
+        })
+        .take(map.answer_count as usize)
+        .collect()
+}
+
+struct At {
+    ipv4: Vec<String>,
+    ipv6: Vec<String>,
+}
+
+fn answer(map: &ServiceMap, idx: u32) -> At {
+    let set = &map.answers[idx as usize];
+    At {
+        ipv4: addresses(map, set, false),
+        ipv6: addresses(map, set, true),
+    }
+}
+
+fn answer_at(map: &ServiceMap, lat: f64, lon: f64) -> At {
     let idx = if map.cell_answers.is_empty() {
         map.default_answer
     } else {
         map.cell_answers[cell_index(5.0, lat, lon) as usize]
     };
-    &map.answers[idx as usize]
+    answer(map, idx)
 }
 
 #[test]
@@ -42,8 +80,13 @@ fn a_down_target_leaves_every_answer() {
     let down = BTreeSet::from(["tcp://127.0.0.1:1001".to_owned()]);
     let snapshot = solve(&world(), 1, &down).expect("solves");
     let map = &snapshot.services[0];
-    for set in &map.answers {
-        assert!(!set.ipv4.contains(&"192.0.2.1".to_owned()), "{set:?}");
+    for i in 0..map.answers.len() as u32 {
+        let set = answer(map, i);
+        assert!(
+            !set.ipv4.contains(&"192.0.2.1".to_owned()),
+            "{:?}",
+            set.ipv4
+        );
         assert!(set.ipv6.is_empty());
     }
     assert_eq!(
@@ -69,10 +112,10 @@ fn override_groups_and_unknown_location() {
     let snapshot = solve(&world(), 1, &BTreeSet::new()).expect("solves");
     let map = &snapshot.services[0];
     let office = map.group_answers["office"];
-    assert_eq!(map.answers[office as usize].ipv4[0], "203.0.113.1");
+    assert_eq!(answer(map, office).ipv4[0], "203.0.113.1");
     // No default location: PoPs in name order (fra1, iad1, lon2, sin1).
     assert_eq!(
-        map.answers[map.default_answer as usize].ipv4,
+        answer(map, map.default_answer).ipv4,
         vec!["192.0.2.1", "198.51.100.1"]
     );
 }
@@ -90,4 +133,189 @@ fn solving_is_deterministic() {
     let a = solve(&world(), 3, &BTreeSet::new()).expect("solves");
     let b = solve(&world(), 3, &BTreeSet::new()).expect("solves");
     assert_eq!(a, b);
+}
+
+fn gray_world(percent: f64) -> isobar_store::world::World {
+    let mut w = world();
+    let service = &mut w.services[0];
+    let mut canary = service.endpoints[0].clone();
+    canary.address = "192.0.2.99".into();
+    canary.labels.insert("version".into(), "v2".into());
+    service.endpoints.push(canary);
+    service.gray = Some(isobar_store::world::Gray {
+        name: "v2".into(),
+        labels: [("version".to_owned(), "v2".to_owned())].into(),
+        pops: vec![],
+        percent,
+        ramp: vec![],
+        cohort: Default::default(),
+        verdict: Some(isobar_store::world::Verdict {
+            max_error_delta_percent: 5.0,
+            max_latency_ratio: 1.5,
+            min_samples: 5,
+        }),
+    });
+    w.normalize();
+    w
+}
+
+struct Reports;
+
+impl super::cost::ClientReports for Reports {
+    fn rtt(&self, _group: &str, _pop: &str) -> Option<super::cost::ClientRtt> {
+        None
+    }
+
+    fn target(&self, address: &str) -> Option<super::cost::ClientRtt> {
+        let failing = address == "192.0.2.99";
+        Some(super::cost::ClientRtt {
+            rtt_ms: 10.0,
+            failure_ratio: if failing { 1.0 } else { 0.0 },
+            samples: 10,
+        })
+    }
+}
+
+#[test]
+fn a_gray_rule_splits_the_labelled_endpoints_and_a_failing_canary_is_rolled_back() {
+    let w = gray_world(20.0);
+    let inputs = super::Inputs {
+        now_ms: 1_000,
+        ..Default::default()
+    };
+    let solved = super::solve_full(&w, 1, &inputs, &super::cost::NoReports, None).expect("solves");
+    let map = &solved.snapshot.services[0];
+    let gray = map.gray.as_ref().expect("the rule is served");
+    assert_eq!(gray.share_ppm, 200_000);
+    let canary = gray.canary.as_ref().expect("canary map");
+    let addresses = |m: &ServiceMap| -> Vec<String> {
+        m.sites
+            .iter()
+            .flat_map(|s| {
+                s.nodes
+                    .iter()
+                    .filter(|n| n.weight > 0)
+                    .map(|n| n.address.clone())
+            })
+            .collect()
+    };
+    assert_eq!(addresses(canary), vec!["192.0.2.99"]);
+    assert!(!addresses(map).contains(&"192.0.2.99".to_owned()));
+    assert!(solved.events.is_empty(), "{:?}", solved.events);
+
+    let solved = super::solve_full(&w, 1, &inputs, &Reports, None).expect("solves");
+    assert!(
+        matches!(&solved.events[..], [super::SteeringEvent::Rollback { rule, reason, .. }] if rule == "v2" && reason.contains("client reports")),
+        "{:?}",
+        solved.events
+    );
+}
+
+#[test]
+fn at_zero_percent_the_canary_endpoints_serve_nobody() {
+    let w = gray_world(0.0);
+    let solved = solve(&w, 1, &BTreeSet::new()).expect("solves");
+    let map = &solved.services[0];
+    assert!(map.gray.is_none());
+    assert!(
+        map.sites
+            .iter()
+            .all(|s| s.nodes.iter().all(|n| n.address != "192.0.2.99"))
+    );
+}
+
+mod properties {
+    use std::collections::BTreeSet;
+
+    use isobar_store::world::AllDown;
+    use proptest::prelude::*;
+
+    use crate::fixtures::world;
+    use crate::steering::{Inputs, solve_full};
+
+    const PORTS: [u16; 4] = [1001, 1002, 1003, 1004];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// No unhealthy endpoint is served unless the all-down policy says so; route
+        /// weights are positive; re-solving unchanged inputs gives the same result.
+        #[test]
+        fn unhealthy_endpoints_serve_only_under_the_all_down_policy(
+            down_mask in 0u8..16,
+            policy in 0usize..3,
+        ) {
+            let mut w = world();
+            w.services[0].steering.all_down = [AllDown::ServeAll, AllDown::Fallback, AllDown::Refuse][policy];
+            w.services[0].steering.fallback = vec!["192.0.2.250".into()];
+            let down: BTreeSet<String> = PORTS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| down_mask & (1 << i) != 0)
+                .map(|(_, p)| format!("tcp://127.0.0.1:{p}"))
+                .collect();
+            let down_addrs: BTreeSet<&str> = w.services[0]
+                .endpoints
+                .iter()
+                .filter(|e| e.target_id().is_some_and(|id| down.contains(&id)))
+                .map(|e| e.address.as_str())
+                .collect();
+            let inputs = Inputs { down: down.clone(), now_ms: 5, ..Inputs::default() };
+            let a = solve_full(&w, 1, &inputs, &crate::steering::cost::NoReports, None).unwrap();
+            let b = solve_full(&w, 1, &inputs, &crate::steering::cost::NoReports, Some(&a.state)).unwrap();
+            prop_assert_eq!(&a.snapshot, &b.snapshot);
+            let map = &a.snapshot.services[0];
+            let served: BTreeSet<&str> = map
+                .sites
+                .iter()
+                .flat_map(|s| s.nodes.iter().filter(|n| n.weight > 0).map(|n| n.address.as_str()))
+                .collect();
+            let all_down = down_mask == 0b1111;
+            if !all_down {
+                prop_assert!(served.is_disjoint(&down_addrs), "served {:?} down {:?}", served, down_addrs);
+                for set in &map.answers {
+                    prop_assert!(!set.routes.is_empty());
+                    prop_assert!(set.routes.iter().all(|r| r.weight > 0 && !r.sites.is_empty()));
+                }
+            } else {
+                match policy {
+                    0 => prop_assert_eq!(served.len(), w.services[0].endpoints.len()),
+                    1 => {
+                        prop_assert!(served.is_empty());
+                        prop_assert_eq!(&map.answers[0].ipv4, &vec!["192.0.2.250".to_owned()]);
+                    }
+                    _ => {
+                        prop_assert!(served.is_empty());
+                        prop_assert!(map.answers[0].ipv4.is_empty() && map.answers[0].ipv6.is_empty());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn clients_return_to_a_recovered_pop() {
+    let w = world();
+    let down = super::Inputs {
+        down: BTreeSet::from(["tcp://127.0.0.1:1001".to_owned()]),
+        now_ms: 1_000,
+        ..Default::default()
+    };
+    let up = super::Inputs {
+        now_ms: 2_000,
+        ..Default::default()
+    };
+    let reports = super::cost::NoReports;
+    let first = super::solve_full(&w, 1, &up, &reports, None).unwrap();
+    let failed = super::solve_full(&w, 1, &down, &reports, Some(&first.state)).unwrap();
+    assert_eq!(
+        answer_at(&failed.snapshot.services[0], 52.5, 13.4).ipv4[0],
+        "192.0.2.2"
+    );
+    let back = super::solve_full(&w, 1, &up, &reports, Some(&failed.state)).unwrap();
+    assert_eq!(
+        answer_at(&back.snapshot.services[0], 52.5, 13.4).ipv4[0],
+        "192.0.2.1"
+    );
 }

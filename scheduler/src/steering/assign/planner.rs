@@ -1,0 +1,638 @@
+//! Steering assignment at scale: many services over one set of client groups and PoPs,
+//! with shared nearest-PoP lists and incremental re-solves after a PoP goes down.
+//!
+//! Solving every service as an independent dense (groups × PoPs) problem costs
+//! `services × groups × PoPs` cost evaluations; at 1 000 × 100 000 × 500 that is 5·10¹⁰.
+//! The planner instead relies on the shape of the cost model — `cost(g, p) = w.rtt ·
+//! rtt(g, p) + penalty(p)`, the RTT shared by every service, only weights and penalties
+//! per service — and on demand being sparse:
+//!
+//! - **Shared, once per latency model** ([`Planner::new`]): per PoP `q`, every PoP sorted by
+//!   a key from which a lower bound of `rtt(g, p)` follows for any group `g` whose nearest PoP
+//!   is `q` (`key(q, p) − (geo(g, q) − base)`, by the triangle inequality); per group, its
+//!   nearest PoP and its `near` lowest-RTT PoPs with exact RTTs, plus a lower bound on the
+//!   RTT of every PoP outside that list. Health does not change these lists, so a PoP going
+//!   down or up never rebuilds them.
+//! - **Per service** ([`Planner::full`]): only groups with demand are solved. A group's
+//!   candidates (its `candidates` cheapest serving PoPs) come from its near list, filtered
+//!   by the service's serving set and priced with the service's weights and penalties; they
+//!   are exact whenever the k-th candidate is cheaper than the bound for every PoP outside
+//!   the list, else a bounded scan of the nearest PoP's sorted list finds them. The
+//!   candidates then go through the same core as [`super::assign`], so for the groups with
+//!   demand the planner returns exactly what `assign` returns for the same inputs.
+//! - **Groups without demand** are not stored: [`Planner::route`] answers them on lookup
+//!   (the cheapest serving PoP with room, as `assign` does, without hysteresis).
+//! - **Incremental** ([`Planner::pop_down`]): a reverse index lists, per PoP, the (service,
+//!   group) pairs with weight on it. Only those groups are re-solved, against the other
+//!   groups' loads, plus any group sitting on a PoP that their move overloads; the result
+//!   equals a full re-solve with the previous plan (bar float rounding of the loads).
+//!
+//! Services are identified by their index in the list given to [`Planner::full`]; health is
+//! the planner's (per PoP, [`Planner::pop_down`] / [`Planner::pop_up`]), deployment is the
+//! service's ([`ServiceSpec::deployed`]).
+
+use super::{Assignment, Params, by_cost, clean_demand, has_room, solve, sorted, usable};
+use crate::steering::cost::{
+    CostWeights, LatencyModel, PopSignals, UNKNOWN_RTT_MS, modelled_cost, pop_penalty, unit,
+};
+
+/// Slack subtracted from RTT lower bounds so float rounding in the triangle inequality
+/// never prunes a PoP that belongs, milliseconds.
+const MARGIN_MS: f64 = 1e-6;
+
+/// Marks an unused near-list slot.
+const NONE: u32 = u32::MAX;
+
+/// One service as the planner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    /// Per PoP: the service has endpoints there (PoP health is the planner's).
+    pub deployed: Vec<bool>,
+    /// Per PoP capacity for this service, queries per second; missing entries and `None`
+    /// are unbounded.
+    pub capacity: Vec<Option<f64>>,
+    /// Cost weights.
+    pub weights: CostWeights,
+    /// (group index, queries per second); order and duplicates do not matter (duplicates add
+    /// up), zero and negative demand is dropped.
+    pub demand: Vec<(u32, f64)>,
+}
+
+/// The solved state of one service.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Group indices with demand, ascending.
+    pub groups: Vec<u32>,
+    /// Their demand, queries per second.
+    pub demand: Vec<f64>,
+    /// `assignment.groups[i]` is the weighted PoP list of `groups[i]`; loads, overloaded PoPs
+    /// and unserved demand are the whole service's.
+    pub assignment: Assignment,
+}
+
+/// A service with its derived per-PoP figures.
+#[derive(Debug, Clone)]
+struct Service {
+    spec: ServiceSpec,
+    /// Loss and load penalty per PoP for this service's weights.
+    penalty: Vec<f64>,
+    /// The smallest penalty among deployed PoPs (a lower bound for any serving one).
+    min_penalty: f64,
+    /// Usable capacity per PoP.
+    usable: Vec<f64>,
+}
+
+/// Shared candidate lists plus per-service plans; see the module doc.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    latency: LatencyModel,
+    params: Params,
+    up: Vec<bool>,
+    signals: Vec<PopSignals>,
+    locations: Vec<Option<(f64, f64)>>,
+    /// Per group: unit vector of its location (zero when unknown).
+    units: Vec<[f64; 3]>,
+    /// Per group: nearest PoP and its geographic RTT (`NONE` for unknown locations).
+    nearest: Vec<(u32, f64)>,
+    near: usize,
+    /// Per group, `near` slots: PoP (or `NONE`) and exact RTT, by (RTT, PoP).
+    near_pop: Vec<u32>,
+    near_rtt: Vec<f64>,
+    /// Per group: lower bound on the RTT of every PoP outside its near list.
+    outside: Vec<f64>,
+    /// Per PoP `q`, all PoPs by (key, PoP): `n × n`.
+    by_key: Vec<(f64, u32)>,
+    services: Vec<Service>,
+    plans: Vec<Plan>,
+    /// Per PoP: (service, index into the plan) with weight on it; may hold stale entries.
+    users: Vec<Vec<(u32, u32)>>,
+}
+
+impl Planner {
+    /// Builds the shared lists for `groups` (locations; `None` = unknown) over the PoPs of
+    /// `latency`, keeping the `near` lowest-RTT PoPs per group. All PoPs start up; `signals`
+    /// is indexed like the PoPs (missing = no penalty).
+    pub fn new(
+        groups: Vec<Option<(f64, f64)>>,
+        latency: LatencyModel,
+        signals: Vec<PopSignals>,
+        params: Params,
+        near: usize,
+    ) -> Self {
+        let n = latency.len();
+        let near = near.max(1).min(n.max(1));
+        let base = latency.distance().base_ms;
+        let mut by_key = Vec::with_capacity(n * n);
+        for q in 0..n {
+            let start = by_key.len();
+            for p in 0..n {
+                let measured = latency.measured_ms(q, p).unwrap_or(f64::INFINITY);
+                let geo = latency.geo_ms_unit(&latency.pop_unit(q), p);
+                by_key.push((geo.min(base + measured), p as u32));
+            }
+            by_key[start..].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        }
+        let mut planner = Self {
+            latency,
+            params,
+            up: vec![true; n],
+            signals,
+            units: groups.iter().map(|l| l.map_or([0.0; 3], unit)).collect(),
+            nearest: Vec::with_capacity(groups.len()),
+            near,
+            near_pop: vec![NONE; groups.len() * near],
+            near_rtt: vec![f64::INFINITY; groups.len() * near],
+            outside: vec![f64::INFINITY; groups.len()],
+            locations: groups,
+            by_key,
+            services: Vec::new(),
+            plans: Vec::new(),
+            users: vec![Vec::new(); n],
+        };
+        let mut top: Vec<(f64, u32)> = Vec::with_capacity(near + 1);
+        for g in 0..planner.locations.len() {
+            if planner.locations[g].is_none() || n == 0 {
+                planner.nearest.push((NONE, f64::NAN));
+                continue;
+            }
+            let from = planner.units[g];
+            let (q, q_ms) = planner.nearest_of(&from);
+            planner.nearest.push((q as u32, q_ms));
+            let slack = q_ms - base + MARGIN_MS;
+            top.clear();
+            let mut dropped = f64::INFINITY;
+            let mut outside = None;
+            for &(key, p) in &planner.by_key[q * n..(q + 1) * n] {
+                if top.len() == near && key - slack >= top[near - 1].0 {
+                    outside = Some((key - slack).min(dropped));
+                    break;
+                }
+                let rtt = planner.rtt_known(&from, q, q_ms, p as usize);
+                if let Some((out, _)) = insert_top(&mut top, near, (rtt, p), |e| (e.0, e.1)) {
+                    dropped = dropped.min(out);
+                }
+            }
+            planner.outside[g] = outside.unwrap_or(dropped);
+            for (i, &(rtt, p)) in top.iter().enumerate() {
+                planner.near_pop[g * near + i] = p;
+                planner.near_rtt[g * near + i] = rtt;
+            }
+        }
+        planner
+    }
+
+    /// The nearest PoP to `from` exactly as [`LatencyModel::nearest`] finds it, prefiltered
+    /// by the dot product of unit vectors.
+    fn nearest_of(&self, from: &[f64; 3]) -> (usize, f64) {
+        let n = self.latency.len();
+        let dots: Vec<f64> = (0..n)
+            .map(|p| {
+                let v = self.latency.pop_unit(p);
+                from[0] * v[0] + from[1] * v[1] + from[2] * v[2]
+            })
+            .collect();
+        let best = dots.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let close = (0..n).filter(|&p| dots[p] >= best - 1e-9);
+        self.latency
+            .nearest_among(from, close)
+            .expect("at least one PoP")
+    }
+
+    /// Exact RTT from `from` (nearest PoP `q` at `q_ms`) to `pop`, as
+    /// [`LatencyModel::rtt_row`] computes it.
+    #[inline]
+    fn rtt_known(&self, from: &[f64; 3], q: usize, q_ms: f64, pop: usize) -> f64 {
+        let geo = self.latency.geo_ms_unit(from, pop);
+        self.latency.corrected(geo, q, q_ms, pop)
+    }
+
+    /// Exact RTT of group `g` to `pop`.
+    fn rtt(&self, g: usize, pop: usize) -> f64 {
+        if self.locations[g].is_none() {
+            return UNKNOWN_RTT_MS;
+        }
+        let (q, q_ms) = self.nearest[g];
+        self.rtt_known(&self.units[g], q as usize, q_ms, pop)
+    }
+
+    /// The planner's parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Number of client groups.
+    pub fn groups(&self) -> usize {
+        self.locations.len()
+    }
+
+    /// Whether PoP `pop` is up.
+    pub fn is_up(&self, pop: u32) -> bool {
+        self.up[pop as usize]
+    }
+
+    /// The plan of service `service` (index into the last [`Self::full`] call).
+    pub fn plan(&self, service: usize) -> &Plan {
+        &self.plans[service]
+    }
+
+    /// All plans, by service index.
+    pub fn plans(&self) -> &[Plan] {
+        &self.plans
+    }
+
+    /// Drops every plan, so the next [`Self::full`] solves without hysteresis.
+    pub fn clear(&mut self) {
+        self.plans.clear();
+        self.users.iter_mut().for_each(Vec::clear);
+    }
+
+    /// Solves every service. When the planner already holds plans for the same number of
+    /// services, each serves as the previous assignment of the service at its index.
+    pub fn full(&mut self, services: Vec<ServiceSpec>) {
+        let n = self.latency.len();
+        self.services = services
+            .into_iter()
+            .map(|mut spec| {
+                spec.demand = merged(std::mem::take(&mut spec.demand));
+                let penalty: Vec<f64> = (0..n)
+                    .map(|p| {
+                        let signal = self.signals.get(p).copied().unwrap_or_default();
+                        pop_penalty(&spec.weights, &signal)
+                    })
+                    .collect();
+                let min_penalty = (0..n)
+                    .filter(|&p| spec.deployed.get(p).copied().unwrap_or(false))
+                    .map(|p| penalty[p])
+                    .fold(f64::INFINITY, f64::min);
+                let usable = (0..n)
+                    .map(|p| {
+                        usable(
+                            spec.capacity.get(p).copied().flatten(),
+                            self.params.headroom,
+                        )
+                    })
+                    .collect();
+                Service {
+                    spec,
+                    penalty,
+                    min_penalty,
+                    usable,
+                }
+            })
+            .collect();
+        let previous = if self.plans.len() == self.services.len() {
+            std::mem::take(&mut self.plans)
+        } else {
+            Vec::new()
+        };
+        self.plans = (0..self.services.len())
+            .map(|s| self.solve_service(s, previous.get(s)))
+            .collect();
+        self.users.iter_mut().for_each(Vec::clear);
+        for (s, plan) in self.plans.iter().enumerate() {
+            for (i, list) in plan.assignment.groups.iter().enumerate() {
+                for &(p, _) in list {
+                    self.users[p as usize].push((s as u32, i as u32));
+                }
+            }
+        }
+    }
+
+    fn serving(&self, svc: &Service, p: usize) -> bool {
+        self.up[p] && svc.spec.deployed.get(p).copied().unwrap_or(false)
+    }
+
+    fn cost(&self, svc: &Service, g: usize, p: usize) -> f64 {
+        modelled_cost(&svc.spec.weights, self.rtt(g, p), svc.penalty[p])
+    }
+
+    /// Every serving PoP for group `g`, by (cost, PoP).
+    fn all_serving(&self, svc: &Service, g: usize) -> Vec<(u32, f64)> {
+        sorted(
+            (0..self.latency.len())
+                .filter(|&p| self.serving(svc, p))
+                .map(|p| (p as u32, self.cost(svc, g, p)))
+                .collect(),
+        )
+    }
+
+    /// The `candidates` cheapest serving PoPs of group `g`.
+    fn candidates(&self, svc: &Service, g: usize) -> Vec<(u32, f64)> {
+        self.cheapest(svc, g, self.params.candidates.max(1))
+    }
+
+    /// The `k` cheapest serving PoPs of group `g`, by (cost, PoP): exactly the first `k`
+    /// entries of [`Self::all_serving`].
+    fn cheapest(&self, svc: &Service, g: usize, k: usize) -> Vec<(u32, f64)> {
+        let w = &svc.spec.weights;
+        if self.locations[g].is_none() || self.latency.is_empty() || w.rtt < 0.0 {
+            let mut all = self.all_serving(svc, g);
+            all.truncate(k);
+            return all;
+        }
+        let mut top: Vec<(u32, f64)> = Vec::with_capacity(k + 1);
+        let slots = g * self.near..(g + 1) * self.near;
+        for (&p, &rtt) in self.near_pop[slots.clone()]
+            .iter()
+            .zip(&self.near_rtt[slots])
+        {
+            if p == NONE {
+                break;
+            }
+            if self.serving(svc, p as usize) {
+                let c = modelled_cost(w, rtt, svc.penalty[p as usize]);
+                _ = insert_top(&mut top, k, (p, c), |e| (e.1, e.0));
+            }
+        }
+        let outside = self.outside[g];
+        let bound = if outside == f64::INFINITY {
+            f64::INFINITY
+        } else {
+            w.rtt * outside + svc.min_penalty
+        };
+        if top.len() == k && top[k - 1].1 < bound {
+            return top;
+        }
+        // Bounded scan of the nearest PoP's list: stop once no unseen PoP can be cheaper.
+        let n = self.latency.len();
+        let (q, q_ms) = self.nearest[g];
+        let slack = q_ms - self.latency.distance().base_ms + MARGIN_MS;
+        top.clear();
+        let q = q as usize;
+        for &(key, p) in &self.by_key[q * n..(q + 1) * n] {
+            let p_ = p as usize;
+            let lower = w.rtt * (key - slack);
+            let full = top.len() == k;
+            // Strict comparisons: a PoP tying the k-th on cost may still win on index.
+            if full && lower + svc.min_penalty > top[k - 1].1 {
+                break;
+            }
+            if !self.serving(svc, p_) || (full && lower + svc.penalty[p_] > top[k - 1].1) {
+                continue;
+            }
+            let c = self.cost(svc, g, p_);
+            _ = insert_top(&mut top, k, (p, c), |e| (e.1, e.0));
+        }
+        top
+    }
+
+    /// Candidates of `g` plus the serving PoPs of its previous list.
+    fn candidates_with(&self, svc: &Service, g: usize, previous: &[(u32, f64)]) -> Vec<(u32, f64)> {
+        let mut list = self.candidates(svc, g);
+        let before = list.len();
+        for &(p, _) in previous {
+            let p_ = p as usize;
+            if p_ < self.up.len() && self.serving(svc, p_) && !list.iter().any(|&(q, _)| q == p) {
+                list.push((p, self.cost(svc, g, p_)));
+            }
+        }
+        if list.len() != before {
+            list.sort_unstable_by(by_cost);
+        }
+        list
+    }
+
+    fn solve_service(&self, s: usize, previous: Option<&Plan>) -> Plan {
+        let svc = &self.services[s];
+        let groups: Vec<u32> = svc.spec.demand.iter().map(|&(g, _)| g).collect();
+        let demand: Vec<f64> = svc.spec.demand.iter().map(|&(_, d)| d).collect();
+        // Index of each group in the previous plan (both lists ascending).
+        let mut prev_at: Vec<Option<usize>> = vec![None; groups.len()];
+        if let Some(prev) = previous {
+            let mut j = 0;
+            for (i, &g) in groups.iter().enumerate() {
+                while j < prev.groups.len() && prev.groups[j] < g {
+                    j += 1;
+                }
+                if prev.groups.get(j) == Some(&g) {
+                    prev_at[i] = Some(j);
+                }
+            }
+        }
+        let prev_list = |i: usize| -> &[(u32, f64)] {
+            match (previous, prev_at[i]) {
+                (Some(prev), Some(j)) => &prev.assignment.groups[j],
+                _ => &[],
+            }
+        };
+        let candidates = groups
+            .iter()
+            .enumerate()
+            .map(|(i, &g)| self.candidates_with(svc, g as usize, prev_list(i)))
+            .collect();
+        let prev_of = |i: usize| prev_at[i].map(|_| prev_list(i));
+        let (assignment, _) = solve(
+            &demand,
+            candidates,
+            &svc.usable,
+            self.params.hysteresis,
+            &prev_of,
+            &mut |i, n| self.cheapest(svc, groups[i] as usize, n),
+            None,
+        );
+        let assignment = self.no_pop_case(svc, assignment, &demand);
+        Plan {
+            groups,
+            demand,
+            assignment,
+        }
+    }
+
+    /// With no serving PoP the core leaves every list empty; report all demand unserved.
+    fn no_pop_case(&self, svc: &Service, mut a: Assignment, demand: &[f64]) -> Assignment {
+        if !(0..self.latency.len()).any(|p| self.serving(svc, p)) {
+            a.unserved_demand = demand.iter().sum();
+            a.overloaded.clear();
+        }
+        a
+    }
+
+    /// The weighted PoP list of `group` for `service`: its plan entry if it has demand,
+    /// else the cheapest serving PoP with room (weight 1); empty if no PoP serves.
+    pub fn route(&self, service: usize, group: u32) -> Vec<(u32, f64)> {
+        let plan = &self.plans[service];
+        if let Ok(i) = plan.groups.binary_search(&group) {
+            return plan.assignment.groups[i].clone();
+        }
+        let svc = &self.services[service];
+        let load = &plan.assignment.load;
+        let room = |&&(p, _): &&(u32, f64)| has_room(svc.usable[p as usize], load[p as usize]);
+        let g = group as usize;
+        let candidates = self.candidates(svc, g);
+        if let Some(&(p, _)) = candidates.iter().find(room) {
+            return vec![(p, 1.0)];
+        }
+        let all = self.all_serving(svc, g);
+        all.iter()
+            .find(room)
+            .or(all.first())
+            .map(|&(p, _)| vec![(p, 1.0)])
+            .unwrap_or_default()
+    }
+
+    /// Marks `pop` down and moves the demand on it, re-solving only the groups with weight
+    /// on it (and those on PoPs their move overloads). Returns the (service, group) pairs
+    /// whose weights changed, ascending. Groups without demand follow on their next
+    /// [`Self::route`] lookup.
+    pub fn pop_down(&mut self, pop: u32) -> Vec<(u32, u32)> {
+        let p = pop as usize;
+        if p >= self.up.len() || !self.up[p] {
+            return Vec::new();
+        }
+        self.up[p] = false;
+        let mut users = std::mem::take(&mut self.users[p]);
+        users.sort_unstable();
+        users.dedup();
+        let mut changed = Vec::new();
+        let mut at = 0;
+        while at < users.len() {
+            let s = users[at].0;
+            let end = at + users[at..].partition_point(|&(t, _)| t == s);
+            let plan = &self.plans[s as usize];
+            let affected: Vec<usize> = users[at..end]
+                .iter()
+                .map(|&(_, i)| i as usize)
+                .filter(|&i| plan.assignment.groups[i].iter().any(|&(q, _)| q == pop))
+                .collect();
+            at = end;
+            if !affected.is_empty() {
+                self.resolve_subset(s as usize, affected, &mut changed);
+            }
+        }
+        changed
+    }
+
+    /// Re-solves the groups at `subset` (plan indices, ascending) of service `s` against
+    /// the loads of the others, widening the subset to every group on a PoP that ends up
+    /// overloaded, so the result is what a full re-solve with the previous plan gives.
+    fn resolve_subset(&mut self, s: usize, mut subset: Vec<usize>, changed: &mut Vec<(u32, u32)>) {
+        let svc = &self.services[s];
+        let plan = &self.plans[s];
+        let result = loop {
+            let mut base = plan.assignment.load.clone();
+            for &i in &subset {
+                for &(p, w) in &plan.assignment.groups[i] {
+                    base[p as usize] -= w * plan.demand[i];
+                }
+            }
+            let demand: Vec<f64> = subset.iter().map(|&i| plan.demand[i]).collect();
+            let candidates = subset
+                .iter()
+                .map(|&i| {
+                    let g = plan.groups[i] as usize;
+                    self.candidates_with(svc, g, &plan.assignment.groups[i])
+                })
+                .collect();
+            let prev_of = |j: usize| Some(plan.assignment.groups[subset[j]].as_slice());
+            let (result, shed_from) = solve(
+                &demand,
+                candidates,
+                &svc.usable,
+                self.params.hysteresis,
+                &prev_of,
+                &mut |j, n| self.cheapest(svc, plan.groups[subset[j]] as usize, n),
+                Some(&base),
+            );
+            // Groups outside the subset that sit on a PoP the subset overloaded must be
+            // movable too, as they are in a full re-solve.
+            let mut more: Vec<usize> = Vec::new();
+            for &o in &shed_from {
+                for (i, list) in plan.assignment.groups.iter().enumerate() {
+                    if list.iter().any(|&(q, _)| q == o) && subset.binary_search(&i).is_err() {
+                        more.push(i);
+                    }
+                }
+            }
+            if more.is_empty() {
+                break result;
+            }
+            subset.extend(more);
+            subset.sort_unstable();
+            subset.dedup();
+        };
+        let any_serving = (0..self.latency.len()).any(|p| self.serving(svc, p));
+        let plan = &mut self.plans[s];
+        for (j, &i) in subset.iter().enumerate() {
+            let list = &result.groups[j];
+            if *list != plan.assignment.groups[i] {
+                changed.push((s as u32, plan.groups[i]));
+                for &(p, _) in list {
+                    self.users[p as usize].push((s as u32, i as u32));
+                }
+                plan.assignment.groups[i] = list.clone();
+            }
+        }
+        plan.assignment.load = result.load;
+        plan.assignment.overloaded = result.overloaded;
+        plan.assignment.unserved_demand = result.unserved_demand;
+        if !any_serving {
+            plan.assignment.overloaded.clear();
+            plan.assignment.unserved_demand = plan.demand.iter().sum();
+        }
+    }
+
+    /// Marks `pop` up again and re-solves every service deployed there with its current
+    /// plan as the previous one (hysteresis decides who moves back).
+    pub fn pop_up(&mut self, pop: u32) {
+        let p = pop as usize;
+        if p >= self.up.len() || self.up[p] {
+            return;
+        }
+        self.up[p] = true;
+        for s in 0..self.services.len() {
+            if self.services[s]
+                .spec
+                .deployed
+                .get(p)
+                .copied()
+                .unwrap_or(false)
+            {
+                let plan = self.solve_service(s, Some(&self.plans[s]));
+                for (i, list) in plan.assignment.groups.iter().enumerate() {
+                    if list.iter().any(|&(q, _)| q == pop) {
+                        self.users[p].push((s as u32, i as u32));
+                    }
+                }
+                self.plans[s] = plan;
+            }
+        }
+    }
+}
+
+/// Sorts, merges duplicates and drops non-positive demand.
+fn merged(mut demand: Vec<(u32, f64)>) -> Vec<(u32, f64)> {
+    demand.sort_by_key(|&(g, _)| g);
+    let mut out: Vec<(u32, f64)> = Vec::with_capacity(demand.len());
+    for (g, d) in demand {
+        let d = clean_demand(d);
+        match out.last_mut() {
+            Some((last, total)) if *last == g => *total += d,
+            _ => out.push((g, d)),
+        }
+    }
+    out.retain(|&(_, d)| d > 0.0);
+    out
+}
+
+/// Inserts `item` into `top` (ascending by `key`, at most `k` entries); returns what fell
+/// out, if anything.
+fn insert_top<T: Copy>(
+    top: &mut Vec<T>,
+    k: usize,
+    item: T,
+    key: impl Fn(&T) -> (f64, u32),
+) -> Option<T> {
+    let (c, p) = key(&item);
+    let at = top.partition_point(|e| {
+        let (ec, ep) = key(e);
+        ec.total_cmp(&c).then(ep.cmp(&p)).is_lt()
+    });
+    if at >= k {
+        return Some(item);
+    }
+    top.insert(at, item);
+    if top.len() > k { top.pop() } else { None }
+}
+
+#[cfg(test)]
+mod tests;
