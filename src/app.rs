@@ -24,6 +24,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Most HTTP requests handled at once; further requests wait for a slot.
 pub const HTTP_MAX_IN_FLIGHT: usize = 1024;
 
+/// How often the HTTP role forwards queued client RTT reports (RUM) to the scheduler.
+pub const RUM_FORWARD_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A role one process can play.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, serde::Deserialize,
@@ -93,6 +96,10 @@ pub struct TlsOptions {
     pub client_cert: Option<PathBuf>,
     /// Its private key.
     pub client_key: Option<PathBuf>,
+    /// The HTTP listener's certificate chain (PEM): HTTPS with ALPN h2 and http/1.1.
+    pub http_cert: Option<PathBuf>,
+    /// The HTTP listener's private key (PEM).
+    pub http_key: Option<PathBuf>,
 }
 
 /// The running roles. Drop does not stop them: call [`Running::stop`].
@@ -158,6 +165,16 @@ pub async fn start(
     };
     let token = opts.token.clone().filter(|t| !t.is_empty());
     let mut own_scheme = "http";
+    // One GeoIP database for the frontends and the scheduler's explain, so both locate
+    // clients identically.
+    let geo = match &opts.geoip {
+        Some(path) => {
+            Some(Arc::new(GeoDb::open(path).with_context(|| {
+                format!("opening GeoIP database {}", path.display())
+            })?))
+        }
+        None => None,
+    };
 
     if opts.roles.contains(&Role::Scheduler) {
         isobar_scheduler::grpc::check_listener_auth(opts.grpc, token.as_deref())?;
@@ -196,9 +213,11 @@ pub async fn start(
         let token = token.clone();
         let stop = shutdown.clone();
         own_scheme = tls_scheme;
+        let admin_geo = geo.clone();
         tasks.spawn(async move {
-            let served =
-                isobar_scheduler::grpc::serve_tls(listener, sched, token, server_tls, stop);
+            let served = isobar_scheduler::grpc::serve_with_geo(
+                listener, sched, token, server_tls, admin_geo, stop,
+            );
             if let Err(err) = served.await {
                 warn!(error = %err, "gRPC server stopped with an error");
             }
@@ -228,18 +247,10 @@ pub async fn start(
     };
 
     if opts.roles.contains(&Role::Dns) || opts.roles.contains(&Role::Http) {
-        let geo = match &opts.geoip {
-            Some(path) => {
-                Some(Arc::new(GeoDb::open(path).with_context(|| {
-                    format!("opening GeoIP database {}", path.display())
-                })?))
-            }
-            None => {
-                warn!("no GeoIP database (--geoip): clients are located by CIDR overrides only");
-                None
-            }
-        };
-        let engine = Engine::new(geo);
+        if geo.is_none() {
+            warn!("no GeoIP database (--geoip): clients are located by CIDR overrides only");
+        }
+        let engine = Engine::new(geo.clone());
         std::fs::create_dir_all(&opts.data_dir)
             .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
         let persist = opts
@@ -292,13 +303,45 @@ pub async fn start(
             running.dns_server = Some(server);
         }
         if opts.roles.contains(&Role::Http) {
-            let mut router = isobar_dns::http::router(Arc::clone(&engine)).layer(
-                tower::limit::GlobalConcurrencyLimitLayer::new(HTTP_MAX_IN_FLIGHT),
-            );
+            let (rum_queue, rum_rx) = isobar_dns::rum::queue(isobar_dns::rum::QUEUE_CAPACITY);
+            let rum_cfg = isobar_dns::demand::ReporterConfig {
+                endpoint: scheduler_url.clone(),
+                token: token.clone(),
+                frontend: opts.node_name.clone(),
+                interval: RUM_FORWARD_INTERVAL,
+                tls: client_tls.clone(),
+            };
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(err) = isobar_dns::rum::run_forwarder(rum_cfg, rum_rx, stop).await {
+                    warn!(error = %err, "client RTT forwarder did not start");
+                }
+            });
+            let rum_stats = rum_queue.stats();
+            let http_tls = match (&opts.tls.http_cert, &opts.tls.http_key) {
+                (Some(cert), Some(key)) => Some(
+                    isobar_dns::httpdns::serve::load_tls(cert, key)
+                        .context("loading the HTTP TLS certificate")?,
+                ),
+                (None, None) => None,
+                _ => anyhow::bail!("--http-tls-cert and --http-tls-key go together"),
+            };
+            let httpdns = isobar_dns::httpdns::HttpdnsFrontend::new(Arc::clone(&engine));
+            let mut router = isobar_dns::http::router_with(Arc::clone(&engine), &httpdns)
+                .merge(isobar_dns::rum::router(Arc::clone(&engine), rum_queue))
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    HTTP_MAX_IN_FLIGHT,
+                ));
             if let Some(extra) = extra_http {
                 router = router.merge(extra);
             }
-            if let Some(metrics) = metrics_router(dns_stats.take(), running.scheduler.clone()) {
+            if let Some(metrics) = metrics_router(
+                dns_stats.take(),
+                Some(rum_stats),
+                Some(httpdns),
+                running.scheduler.clone(),
+                Some(Arc::clone(&engine)),
+            ) {
                 router = router.merge(metrics);
             }
             let listener = TcpListener::bind(opts.http)
@@ -306,15 +349,11 @@ pub async fn start(
                 .with_context(|| format!("binding HTTP on {}", opts.http))?;
             let addr = listener.local_addr()?;
             let stop = shutdown.clone();
-            tasks.spawn(async move {
-                let service = router.into_make_service_with_connect_info::<SocketAddr>();
-                let served =
-                    axum::serve(listener, service).with_graceful_shutdown(stop.cancelled_owned());
-                if let Err(err) = served.await {
-                    warn!(error = %err, "HTTP server stopped with an error");
-                }
-            });
-            info!(%addr, "HTTP listening");
+            let tls = http_tls.is_some();
+            tasks.spawn(isobar_dns::httpdns::serve::serve(
+                listener, router, http_tls, stop,
+            ));
+            info!(%addr, tls, "HTTP listening (HTTP/1.1 and HTTP/2)");
             running.http = Some(addr);
         }
         running.engine = Some(engine);
@@ -344,13 +383,17 @@ pub async fn start(
     Ok(running)
 }
 
-/// `GET /metrics`: the DNS counters and, when this process runs the scheduler, the
-/// placement counters and target health, in one Prometheus text page.
+/// `GET /metrics`: the DNS and client RTT report counters and, when this process runs the
+/// scheduler, the placement counters, target health and RUM book, in one Prometheus text
+/// page.
 fn metrics_router(
     dns: Option<Arc<isobar_dns::DnsStats>>,
+    rum: Option<Arc<isobar_dns::rum::RumStats>>,
+    httpdns: Option<Arc<isobar_dns::httpdns::HttpdnsFrontend>>,
     scheduler: Option<Arc<Scheduler>>,
+    engine: Option<Arc<isobar_dns::Engine>>,
 ) -> Option<axum::Router> {
-    if dns.is_none() && scheduler.is_none() {
+    if dns.is_none() && rum.is_none() && scheduler.is_none() {
         return None;
     }
     let page = move || {
@@ -358,9 +401,19 @@ fn metrics_router(
             .as_ref()
             .map(|s| s.render_prometheus())
             .unwrap_or_default();
+        if let Some(r) = &rum {
+            out.push_str(&r.render_prometheus());
+        }
+        if let Some(h) = &httpdns {
+            out.push_str(&h.metrics().render_prometheus());
+        }
+        if let Some(e) = &engine {
+            out.push_str(&e.render_gray_prometheus());
+        }
         if let Some(s) = &scheduler {
             out.push_str(&s.placement_metrics().render_prometheus());
             out.push_str(&s.health_prometheus());
+            out.push_str(&s.rum_prometheus());
         }
         async move {
             (

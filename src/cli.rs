@@ -54,6 +54,12 @@ pub enum Command {
     Health(crate::health_cli::HealthArgs),
     /// Import or export a zone as an RFC 1035 master file.
     Zone(crate::zone_cmd::ZoneArgs),
+    /// Show a client's answer for a GSLB name and why: group, PoP costs, gray rule, guardrails.
+    Explain(crate::steer_cmd::ExplainArgs),
+    /// Show what the steering map would become if PoPs, regions or endpoints failed.
+    Whatif(crate::steer_cmd::WhatIfArgs),
+    /// Drain guardrails: confirm a drain the budget holds back.
+    Drain(crate::steer_cmd::DrainArgs),
 }
 
 /// Flags shared by the commands that talk to a scheduler.
@@ -152,6 +158,13 @@ pub struct ServeArgs {
     /// Seconds between the frontends' demand reports, 1..=120 [default: 10].
     #[arg(long)]
     pub demand_interval: Option<u64>,
+    /// Serve HTTP (HTTPDNS, DoH) over TLS with this certificate chain (PEM); needs
+    /// --http-tls-key. ALPN offers h2 and http/1.1.
+    #[arg(long)]
+    pub http_tls_cert: Option<PathBuf>,
+    /// The HTTP listener's private key (PEM).
+    #[arg(long)]
+    pub http_tls_key: Option<PathBuf>,
 }
 
 /// `isobar demo`.
@@ -255,6 +268,8 @@ struct ServerSection {
     scheduler_client_cert: Option<PathBuf>,
     scheduler_client_key: Option<PathBuf>,
     demand_interval: Option<u64>,
+    http_tls_cert: Option<PathBuf>,
+    http_tls_key: Option<PathBuf>,
 }
 
 /// Reads a config file and every zone file it names, for sending to a scheduler.
@@ -310,6 +325,8 @@ pub fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
             scheduler_ca: args.scheduler_ca.or(section.scheduler_ca),
             client_cert: args.scheduler_client_cert.or(section.scheduler_client_cert),
             client_key: args.scheduler_client_key.or(section.scheduler_client_key),
+            http_cert: args.http_tls_cert.or(section.http_tls_cert),
+            http_key: args.http_tls_key.or(section.http_tls_key),
         },
         demand_interval: match args.demand_interval.or(section.demand_interval) {
             Some(secs @ 1..=120) => std::time::Duration::from_secs(secs),

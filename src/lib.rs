@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod demo;
 pub mod health_cli;
+pub mod steer_cmd;
 pub mod zone_cmd;
 
 pub use app::{Role, Running, ServeOptions, start};

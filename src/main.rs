@@ -38,6 +38,9 @@ async fn main() {
         Command::Release(args) => cli::release(args).await,
         Command::Health(args) => isobar::health_cli::run(args).await,
         Command::Zone(args) => isobar::zone_cmd::run(args).await,
+        Command::Explain(args) => isobar::steer_cmd::explain(args).await,
+        Command::Whatif(args) => isobar::steer_cmd::what_if(args).await,
+        Command::Drain(args) => isobar::steer_cmd::drain(args).await,
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -28,6 +28,19 @@ async fn dns_a(stack: &Stack, ecs: &str) -> Vec<String> {
     )
 }
 
+/// Every address HTTPDNS answers for `ip` to 32 different devices: inside a PoP each device
+/// is hashed onto one node, so many devices see every ready node of the PoP.
+async fn device_answers(stack: &Stack, ip: &str) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for device in 0..32 {
+        let url = format!("/d?host=www.example.test&ip={ip}&did=device-{device}");
+        let (_, body) = get_json(&stack.http_url(&url)).await;
+        let ips: Vec<String> = serde_json::from_value(body["ips"].clone()).unwrap_or_default();
+        seen.extend(ips);
+    }
+    seen
+}
+
 #[tokio::test]
 async fn ready_replicas_appear_in_answers_and_unready_ones_never_do() {
     let stack = Stack::start().await;
@@ -86,11 +99,16 @@ async fn ready_replicas_appear_in_answers_and_unready_ones_never_do() {
 
     // Berlin gets fra1's ready replica; nobody ever gets the unready one.
     eventually(Duration::from_secs(5), || async {
-        dns_a(&stack, "192.0.2.1/24")
+        device_answers(&stack, "192.0.2.1")
             .await
-            .contains(&"192.0.2.50".to_owned())
+            .contains("192.0.2.50")
     })
     .await;
+    assert!(
+        !device_answers(&stack, "192.0.2.1")
+            .await
+            .contains("192.0.2.51")
+    );
     for ecs in ["192.0.2.1/24", "198.51.100.1/24", "203.0.113.1/24"] {
         let answer = dns_a(&stack, ecs).await;
         assert!(
@@ -116,9 +134,9 @@ async fn ready_replicas_appear_in_answers_and_unready_ones_never_do() {
         .await
         .expect("report");
     eventually(Duration::from_secs(5), || async {
-        dns_a(&stack, "198.51.100.1/24")
+        device_answers(&stack, "198.51.100.1")
             .await
-            .contains(&"198.51.100.50".to_owned())
+            .contains("198.51.100.50")
     })
     .await;
     stack.running.stop().await;
