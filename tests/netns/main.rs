@@ -267,14 +267,19 @@ async fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool)
     start.elapsed()
 }
 
-/// Whether `address` appears in any answer of the current snapshot.
+/// Whether any service may answer `address`: listed in a static answer, or a serving node of
+/// a site that dynamic answers pick from (unserving nodes stay listed at weight 0).
 fn answered(scheduler: &Scheduler, address: &str) -> bool {
     let snapshot = scheduler.watch_snapshots().borrow().clone();
-    snapshot
-        .services
-        .iter()
-        .flat_map(|s| s.answers.iter())
-        .any(|a| a.ipv4.iter().any(|ip| ip == address))
+    snapshot.services.iter().any(|s| {
+        s.answers
+            .iter()
+            .any(|a| a.ipv4.iter().any(|ip| ip == address))
+            || s.sites
+                .iter()
+                .flat_map(|site| &site.nodes)
+                .any(|n| n.address == address && n.weight > 0)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
