@@ -1,7 +1,9 @@
 //! GeoIP: client address → (latitude, longitude) and the MMDB network that decided it.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use maxminddb::Reader;
 use serde::Deserialize;
@@ -51,6 +53,39 @@ pub struct GeoLookup {
 /// A read-only GeoIP2/GeoLite2 City-shaped database (also DB-IP City Lite), held in memory.
 pub struct GeoDb {
     reader: Reader<Vec<u8>>,
+    /// Unique per opened database, so the per-thread lookup cache never serves one
+    /// database's answer for another's.
+    id: u64,
+}
+
+/// Source of [`GeoDb::id`]; 0 is never handed out, so an empty cache slot never matches.
+static NEXT_DB_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Slots in each thread's lookup cache (a power of two).
+const CACHE_SLOTS: usize = 4096;
+
+/// One cached lookup: (database id, address, result).
+type CacheSlot = (u64, IpAddr, GeoLookup);
+
+thread_local! {
+    /// A direct-mapped cache of recent lookups per query thread. Resolvers send the same
+    /// ECS prefixes again and again, and decoding an MMDB record costs more than the rest of
+    /// the answer (gdnsd avoids it by compiling the whole database into its own tree at
+    /// load time); the cache keeps the query path free of locks and allocation.
+    static LOOKUPS: RefCell<Box<[CacheSlot]>> = RefCell::new(
+        vec![(0, IpAddr::from([0u8; 4]), GeoLookup { location: None, prefix_len: 0 }); CACHE_SLOTS]
+            .into_boxed_slice(),
+    );
+}
+
+/// The cache slot of `ip`: a multiplicative hash of its bits.
+fn slot_of(ip: IpAddr) -> usize {
+    let bits = match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6) ^ (1 << 127),
+    };
+    let folded = (bits as u64) ^ ((bits >> 64) as u64);
+    (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize % CACHE_SLOTS
 }
 
 /// The subset of a City record we read. Everything else is skipped without decoding.
@@ -85,13 +120,20 @@ impl GeoDb {
             path: path.display().to_string(),
             source,
         })?;
-        Ok(Self { reader })
+        Ok(Self::with_reader(reader))
     }
 
     /// Wraps database bytes already in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, GeoError> {
         let reader = Reader::from_source(bytes).map_err(GeoError::Invalid)?;
-        Ok(Self { reader })
+        Ok(Self::with_reader(reader))
+    }
+
+    fn with_reader(reader: Reader<Vec<u8>>) -> Self {
+        Self {
+            reader,
+            id: NEXT_DB_ID.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
     /// The database type from its metadata, e.g. `GeoLite2-City`.
@@ -109,8 +151,24 @@ impl GeoDb {
         })
     }
 
-    /// The location of `ip` (if any) and the length of the database network holding it.
+    /// The location of `ip` (if any) and the length of the database network holding it,
+    /// from this thread's cache of recent lookups when it holds `ip`.
     pub fn locate(&self, ip: IpAddr) -> GeoLookup {
+        let slot = slot_of(ip);
+        let cached = LOOKUPS.with_borrow(|cache| {
+            let (id, at, found) = cache[slot];
+            (id == self.id && at == ip).then_some(found)
+        });
+        if let Some(found) = cached {
+            return found;
+        }
+        let found = self.locate_uncached(ip);
+        LOOKUPS.with_borrow_mut(|cache| cache[slot] = (self.id, ip, found));
+        found
+    }
+
+    /// [`Self::locate`] straight from the database.
+    fn locate_uncached(&self, ip: IpAddr) -> GeoLookup {
         // No `to_canonical()` here: an ECS address of family IPv6 must get an IPv6 prefix
         // length back, even when it is IPv4-mapped.
         let full = match ip {
@@ -172,5 +230,55 @@ impl std::fmt::Debug for GeoDb {
             .field("database_type", &self.database_type())
             .field("ip_version", &self.reader.metadata().ip_version)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    struct City {
+        location: Loc,
+    }
+
+    #[derive(serde::Serialize)]
+    struct Loc {
+        latitude: f64,
+        longitude: f64,
+    }
+
+    /// A database placing 198.51.100.0/24 at (`lat`, 8.0).
+    fn db(lat: f64) -> GeoDb {
+        let mut w = mmdb_writer::Writer::new("GeoIP2-City");
+        let city = City {
+            location: Loc {
+                latitude: lat,
+                longitude: 8.0,
+            },
+        };
+        w.insert("198.51.100.0/24".parse::<ipnet::IpNet>().unwrap(), &city)
+            .unwrap();
+        GeoDb::from_bytes(w.to_bytes().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn cached_lookups_equal_the_database_and_never_cross_databases() {
+        let (a, b) = (db(50.0), db(-33.0));
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(a.locate(ip), a.locate_uncached(ip));
+            assert_eq!(a.locate(ip).location, Some((50.0, 8.0)));
+            assert_eq!(b.locate(ip).location, Some((-33.0, 8.0)));
+            assert_eq!(a.locate(ip).prefix_len, 24);
+        }
+        // Addresses sharing a slot evict each other without mixing up their answers.
+        let other: IpAddr = "203.0.113.9".parse().unwrap();
+        let clash = (0u32..)
+            .map(|n| IpAddr::from((u32::from_be_bytes([203, 0, 113, 0]) + n).to_be_bytes()))
+            .find(|c| *c != other && slot_of(*c) == slot_of(ip))
+            .unwrap_or(other);
+        assert_eq!(a.locate(clash).location, None);
+        assert_eq!(a.locate(ip).location, Some((50.0, 8.0)));
     }
 }
