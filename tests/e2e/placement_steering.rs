@@ -8,7 +8,10 @@ use isobar_proto::v1::placement_client::PlacementClient;
 use isobar_proto::v1::{PlaceRequest, PlacementPolicy, ReadyEndpoint, StatusReport};
 use tonic::Code;
 
-use crate::support::{Stack, addresses, eventually, get_json, query, udp};
+use isobar_proto::v1::ExplainRequest;
+use isobar_proto::v1::admin_client::AdminClient;
+
+use crate::support::{Stack, addresses, eventually, get_json, query, udp, world_toml};
 
 fn endpoint(address: &str, ready: bool) -> ReadyEndpoint {
     ReadyEndpoint {
@@ -137,6 +140,122 @@ async fn ready_replicas_appear_in_answers_and_unready_ones_never_do() {
         device_answers(&stack, "198.51.100.1")
             .await
             .contains("198.51.100.50")
+    })
+    .await;
+    stack.running.stop().await;
+}
+
+/// The share of 256 client /24s in 10.20.0.0/16 whose DNS answer starts at fra1.
+async fn fra1_share(stack: &Stack) -> f64 {
+    let mut first = 0;
+    for n in 0..256 {
+        let answer = dns_a(stack, &format!("10.20.{n}.0/24")).await;
+        if answer.first().is_some_and(|a| a.starts_with("192.0.2.")) {
+            first += 1;
+        }
+    }
+    f64::from(first) / 256.0
+}
+
+#[tokio::test]
+async fn a_pops_steering_capacity_follows_its_ready_replicas() {
+    // Every ready replica the orchestrator reports adds 100 qps of capacity; a 250 qps group
+    // sits next to fra1 (region eu), with 10 % headroom kept free.
+    let stack = Stack::start_with(|listeners| {
+        world_toml(listeners)
+            + r#"
+[services.steering]
+replica_capacity = 100.0
+
+[[client_groups]]
+name = "berlin"
+cidrs = ["10.20.0.0/16"]
+region = "eu"
+demand = 250.0
+"#
+    })
+    .await;
+    let mut placement = PlacementClient::connect(stack.grpc_url())
+        .await
+        .expect("connect");
+    let mut admin = AdminClient::connect(stack.grpc_url()).await.expect("admin");
+    placement
+        .place(PlaceRequest {
+            service: "www.example.test".into(),
+            policy: Some(PlacementPolicy {
+                replicas: 5,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("place");
+    let report = |site: &str, addresses: &[&str]| StatusReport {
+        service: "www.example.test".into(),
+        site: site.into(),
+        ready_replicas: addresses.len() as u32,
+        endpoints: addresses.iter().map(|a| endpoint(a, true)).collect(),
+    };
+    let fra1 = |explanation: &isobar_proto::v1::Explanation| {
+        let pop = explanation.pops.iter().find(|p| p.pop == "fra1").cloned();
+        let weight = explanation
+            .weights
+            .iter()
+            .find(|w| w.pop == "fra1")
+            .map_or(0.0, |w| w.weight);
+        (pop.and_then(|p| p.capacity), weight)
+    };
+    let explain = || {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .explain(ExplainRequest {
+                    name: "www.example.test.".into(),
+                    client: "127.0.0.1".into(),
+                    ecs: "10.20.7.0/24".into(),
+                    device: String::new(),
+                })
+                .await
+                .expect("explain")
+                .into_inner()
+        }
+    };
+
+    // One ready replica in fra1: 100 qps, 90 usable, so most of the group spills over.
+    for r in [
+        report("fra1", &["192.0.2.60"]),
+        report("iad1", &["198.51.100.60"]),
+        report("sin1", &["203.0.113.60"]),
+    ] {
+        placement.report_status(r).await.expect("report");
+    }
+    eventually(Duration::from_secs(10), || async {
+        fra1(&explain().await).0 == Some(100.0)
+    })
+    .await;
+    let (_, weight) = fra1(&explain().await);
+    assert!((weight - 0.36).abs() < 0.02, "fra1 weight {weight}");
+    let share = fra1_share(&stack).await;
+    println!("one ready replica: fra1 weight {weight:.3}, share of /24s {share:.3}");
+    assert!((share - 0.36).abs() < 0.12, "{share}");
+
+    // Three ready replicas: 300 qps, 270 usable, and the whole group fits in fra1.
+    placement
+        .report_status(report("fra1", &["192.0.2.60", "192.0.2.61", "192.0.2.62"]))
+        .await
+        .expect("report");
+    eventually(Duration::from_secs(10), || async {
+        fra1(&explain().await) == (Some(300.0), 1.0)
+    })
+    .await;
+    assert_eq!(fra1_share(&stack).await, 1.0);
+
+    // Back to none ready: fra1 leaves the answers although its configured endpoint is up.
+    placement
+        .report_status(report("fra1", &[]))
+        .await
+        .expect("report");
+    eventually(Duration::from_secs(10), || async {
+        fra1_share(&stack).await == 0.0
     })
     .await;
     stack.running.stop().await;

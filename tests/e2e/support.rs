@@ -198,10 +198,15 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Self {
+        Self::start_with(world_toml).await
+    }
+
+    /// A stack serving the world `world` writes for the three PoP listeners.
+    pub async fn start_with(world: impl FnOnce(&Listeners) -> String) -> Self {
         let listeners = Listeners::start_all(3).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("world.toml");
-        std::fs::write(&config, world_toml(&listeners)).expect("write config");
+        std::fs::write(&config, world(&listeners)).expect("write config");
         let running = isobar::start(options(dir.path(), &config), None)
             .await
             .expect("stack starts");
