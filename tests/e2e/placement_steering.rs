@@ -178,7 +178,7 @@ demand = 250.0
     let mut placement = PlacementClient::connect(stack.grpc_url())
         .await
         .expect("connect");
-    let mut admin = AdminClient::connect(stack.grpc_url()).await.expect("admin");
+    let admin = AdminClient::connect(stack.grpc_url()).await.expect("admin");
     placement
         .place(PlaceRequest {
             service: "www.example.test".into(),
