@@ -38,14 +38,15 @@
 //!   The bound keeps the up nodes balanced: with equal weights no up node holds more than
 //!   ⌈M/N_up⌉ slots, max/avg ≤ 1 + N_up/M < 1.01 (measured 1.009 at N = 1000, one down).
 //! - **A configuration change** (a node is added or deleted, or a weight changes) rebuilds the
-//!   primary table. At an unchanged size (a weight change, or an explicit size) the keys of
-//!   the node that left move plus a Maglev disruption among the rest: deleting one of N equal
-//!   nodes moves, of all keys, this many that were not the deleted node's — worst over
-//!   victims ≤ 5.5 % (N = 3), ≤ 3.8 % (N ≤ 60), 1.5 % (N = 250), 1.0 % (N = 500), 0.6 %
-//!   (N = 1000); the tested bound on all keys moved is 1/N + 6 %. Adding or deleting a node at the *default*
-//!   size also changes `M`, which reshuffles the whole site: measured 67 % of keys moved at
-//!   N = 3, 90 % at N = 10, 99 % at N ≥ 100. That is why health travels as a flag, never as a
-//!   removal; callers that must keep clients across membership changes pass an explicit size.
+//!   primary table. At an unchanged size (a weight change, or a deletion under an explicit
+//!   size) the changed node's keys move plus a Maglev disruption among the rest: deleting one
+//!   of N equal nodes moves, of all keys, this many that were not the deleted node's — worst
+//!   over victims ≤ 5.5 % (N = 3), ≤ 3.8 % (N ≤ 60), 1.5 % (N = 250), 1.0 % (N = 500), 0.6 %
+//!   (N = 1000); the tested bound on all keys moved is 1/N + 6 %. Adding or deleting a node
+//!   at the *default* size also changes `M`, which reshuffles the whole site: measured 67 % of
+//!   keys moved at N = 3, 90 % at N = 10, 99 % at N ≥ 100. That is why health travels as a
+//!   flag, never as a removal; callers that must keep clients across membership changes pass
+//!   an explicit size.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -65,7 +66,7 @@ pub struct Maglev {
     /// [`Maglev::with_health`]; empty when no node can own a slot (none has weight > 0, or
     /// every one that does is down).
     table: Box<[u32]>,
-    /// Number of nodes given (including weight-0 ones).
+    /// Number of nodes given (including weight-0 and down ones).
     nodes: usize,
     /// Number of nodes owning at least one slot.
     active: usize,
@@ -156,8 +157,9 @@ impl Maglev {
     /// down node handed to an up node under the load bound (see the module docs). Every key
     /// whose primary owner is up keeps it, so a health change moves only the keys of the node
     /// that went down or came back; with no node down this is exactly [`Maglev::new`] (no
-    /// second table is built). When every node owning a slot is down the table is empty and
-    /// picks nothing: what to answer then is the caller's all-down policy.
+    /// second table is built). Either way the result is one table of `M` slots: the fallback
+    /// table only lives during the build. When every node owning a slot is down the table is
+    /// empty and picks nothing: what to answer then is the caller's all-down policy.
     ///
     /// # Panics
     /// When `down` and `nodes` differ in length, or more than `u32::MAX` nodes are given.
@@ -229,6 +231,7 @@ impl Maglev {
         Maglev::from_table(table, nodes.len())
     }
 
+    /// Wraps a finished table over `nodes` nodes, counting those that own a slot.
     fn from_table(table: Box<[u32]>, nodes: usize) -> Maglev {
         let mut maglev = Maglev {
             table,
