@@ -24,19 +24,29 @@ pub const MAX_ANSWER_COUNT: usize = 16;
 #[derive(Debug)]
 pub(crate) struct SiteFamily {
     pub(crate) addrs: Vec<IpAddr>,
-    /// Nodes with a weight above 0.
+    /// Nodes that may be answered: weight above 0 and not down.
     live: usize,
     pub(crate) wire: Vec<WireRecord>,
+    /// The health-aware table: down nodes own no slot, and every other node keeps the slots
+    /// it has with all nodes up (isobar_proto::maglev).
     table: Maglev,
 }
 
+/// One node as a site family is built from it.
+struct NodeIn<'a> {
+    ip: IpAddr,
+    name: &'a str,
+    weight: u32,
+    down: bool,
+}
+
 impl SiteFamily {
-    fn build(owner: &Name, ttl: u32, nodes: &[(IpAddr, u32, &str)]) -> Result<Self, String> {
+    fn build(owner: &Name, ttl: u32, nodes: &[NodeIn<'_>]) -> Result<Self, String> {
         let mut wire = Vec::with_capacity(nodes.len());
-        for (ip, _, _) in nodes {
-            let rdata = match ip {
-                IpAddr::V4(v4) => RData::A(A(*v4)),
-                IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+        for node in nodes {
+            let rdata = match node.ip {
+                IpAddr::V4(v4) => RData::A(A(v4)),
+                IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
             };
             wire.push(WireRecord::new(&Record::from_rdata(
                 owner.clone(),
@@ -44,12 +54,13 @@ impl SiteFamily {
                 rdata,
             ))?);
         }
-        let named: Vec<(&str, u32)> = nodes.iter().map(|(_, w, name)| (*name, *w)).collect();
+        let named: Vec<(&str, u32)> = nodes.iter().map(|n| (n.name, n.weight)).collect();
+        let down: Vec<bool> = nodes.iter().map(|n| n.down).collect();
         Ok(Self {
-            addrs: nodes.iter().map(|n| n.0).collect(),
-            live: nodes.iter().filter(|n| n.1 > 0).count(),
+            addrs: nodes.iter().map(|n| n.ip).collect(),
+            live: nodes.iter().filter(|n| n.weight > 0 && !n.down).count(),
             wire,
-            table: Maglev::new(&named, None),
+            table: Maglev::with_health(&named, &down, None),
         })
     }
 
@@ -67,8 +78,9 @@ pub struct Site {
 }
 
 impl Site {
-    /// Validates and builds a site; `owner` and `ttl` are the service's. Nodes of weight 0
-    /// are down: never picked, but kept so the Maglev table keeps its size.
+    /// Validates and builds a site; `owner` and `ttl` are the service's. Down nodes (and
+    /// nodes of weight 0, which have no share) are never picked; down nodes keep their place
+    /// in the primary Maglev table, so only their own clients move while they are down.
     pub(crate) fn build(owner: &Name, ttl: u32, site: &SiteProto) -> Result<Self, String> {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
@@ -76,7 +88,12 @@ impl Site {
             let ip: IpAddr = node.address.parse().map_err(|_| {
                 format!("site {}: {:?} is not an IP address", site.pop, node.address)
             })?;
-            let entry = (ip, node.weight, node.address.as_str());
+            let entry = NodeIn {
+                ip,
+                name: node.address.as_str(),
+                weight: node.weight,
+                down: node.down,
+            };
             if ip.is_ipv4() { &mut v4 } else { &mut v6 }.push(entry);
         }
         Ok(Self {
@@ -195,7 +212,8 @@ impl Picks {
 
 /// Picks up to `count` addresses of one family for `key` along `route`: one node per site
 /// in route order (the site's Maglev pick), then, while short, further distinct nodes of
-/// the sites in the same order.
+/// the sites in the same order. Down nodes own no slot of a site's table, so neither step
+/// can return one.
 pub(crate) fn pick(sites: &[Site], route: &Route, v6: bool, key: u64, count: usize) -> Picks {
     let count = count.min(MAX_ANSWER_COUNT);
     // The Maglev table salts the key itself (isobar_proto::maglev).

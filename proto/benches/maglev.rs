@@ -1,4 +1,5 @@
-//! Maglev table builds (10/100/1000 equal nodes, 1000 weighted) and picks, one core.
+//! Maglev table builds (10/100/1000 equal nodes, 1000 weighted, 1000 with nodes down) and
+//! picks, one core.
 //!
 //! `cargo bench -p isobar-proto --bench maglev`. The peer for `pick` is `client_key_addr`, the
 //! hash every query computes anyway.
@@ -36,6 +37,16 @@ fn build_1000_weighted(bencher: Bencher) {
         .map(|(i, s)| (s.as_str(), 1 + (i % 7) as u32 * 100))
         .collect();
     bencher.bench(|| Maglev::new(black_box(&nodes), None));
+}
+
+/// The health-aware build with 1 and with 500 of 1000 nodes down: the primary table, the
+/// fallback table and the bounded hand-over of the down nodes' slots.
+#[divan::bench(args = [1, 500])]
+fn build_1000_with_down(bencher: Bencher, down: usize) {
+    let names = names(1000);
+    let nodes: Vec<(&str, u32)> = names.iter().map(|s| (s.as_str(), 1)).collect();
+    let flags: Vec<bool> = (0..1000).map(|i| i % (1000 / down) == 0).collect();
+    bencher.bench(|| Maglev::with_health(black_box(&nodes), black_box(&flags), None));
 }
 
 #[divan::bench]

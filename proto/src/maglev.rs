@@ -1,34 +1,52 @@
 //! Weighted Maglev tables: which node of a site serves a client key, identically everywhere.
 //!
-//! A frontend builds one [`Maglev`] table per site and family from the site's nodes and picks
-//! `table[slot(key)]`; the scheduler's `explain` builds the same table and gets the same
-//! node. The construction is part of the wire contract:
+//! A frontend builds one [`Maglev`] table per site and family from the site's nodes and their
+//! health ([`Maglev::with_health`]) and picks `table[slot(key)]`; the scheduler's `explain`
+//! runs the frontends' code on the same snapshot and gets the same node. The construction is
+//! part of the wire contract:
 //!
 //! - **Size** `M`: [`table_size`]`(nodes.len())` — the smallest prime above 100 × the number
-//!   of nodes given (weight-0 nodes included), at least 101 — or the next prime at or above an
-//!   explicit size (at most [`MAX_TABLE_SIZE`]).
+//!   of nodes given (weight-0 and down nodes included), at least 101 — or the next prime at or
+//!   above an explicit size (at most [`MAX_TABLE_SIZE`]).
 //! - **Permutation** of node `n`: `h = fnv1a64(name)`, `offset = mix(h, OFFSET_SALT) mod M`,
 //!   `skip = mix(h, SKIP_SALT) mod (M − 1) + 1`; its `j`-th preference is
 //!   `(offset + j · skip) mod M` (see [`crate::hash`]).
 //! - **Turns** (weighted Maglev, the virtual-time form of Envoy's credit scheme): node `n`'s
 //!   `k`-th turn (k = 1, 2, …) comes at time `k / weight(n)`; turns run in time order, ties in
 //!   (name, weight) order. So after `M` turns every node holds `M · w / W` slots, give or take
-//!   `N · w / W + 1` (`W` the total weight). On its turn a node takes its next preferred slot that is still free.
-//!   Weight-0 nodes take no turns.
+//!   `N · w / W + 1` (`W` the total weight). On its turn a node takes its next preferred slot
+//!   that is still free. Weight-0 nodes take no turns.
 //! - **Slot** of a key: `(mix(key, MAGLEV_SALT) · M) >> 64` (a multiply-shift range reduction).
+//! - **Health** ([`Maglev::with_health`]): the *primary* table above is built over every node
+//!   at its configured weight, up or down, so it never changes on a health event. When some
+//!   node that owns slots is down, each of its slots is handed to an up node: first to the
+//!   slot's owner in a *fallback* table (the same construction over the up nodes, at the same
+//!   size), unless that node already holds its bound of ⌈M · w / W_up⌉ slots (`W_up` the up
+//!   nodes' total weight, counting only nodes that own a fallback slot); such slots are then
+//!   handed, in slot order, to the first node with room met walking the fallback table forward
+//!   from the slot. Slots whose primary owner is up are never touched.
 //!
 //! Properties (tested in `proto/tests/maglev.rs`): the table depends only on the set of
-//! (name, weight), not on input order; with equal weights every node owns ⌊M/N⌋ or ⌈M/N⌉
-//! slots, so max/avg ≤ 1 + N/M ≈ 1.01; shares follow weights. **Health filtering** is a
-//! rebuild without the node, *at the same size*: the keys on the removed node move, plus a
-//! Maglev disruption among the rest that shrinks as M/N grows. Measured (fraction of all slots
-//! moved that were not the removed node's, worst over victims): at the default M ≈ 100·N it is
-//! ≤ 5.5 % (N = 3), ≤ 3.8 % (N ≤ 60), 1.5 % (N = 250), 1.0 % (N = 500), 0.6 % (N = 1000); at
-//! M ≈ 1000·N it is ≤ 0.9 % for every N measured. Callers that need less churn on small sites
-//! pass a larger explicit size (memory 4 bytes a slot).
-//! The default size counts every node given, so the way to keep it stable is to pass down
-//! nodes with weight 0 (indexes stay valid too) rather than dropping them from the slice;
-//! dropping them changes `M` and reshuffles the whole site.
+//! (name, weight, down), not on input order; with equal weights every node owns ⌊M/N⌋ or
+//! ⌈M/N⌉ slots, so max/avg ≤ 1 + N/M ≈ 1.01; shares follow weights.
+//!
+//! What moves when:
+//! - **A health change** (a node goes down or comes back, `down` flips) moves exactly the keys
+//!   whose primary owner is that node: ≈ 1/N of them, and no other key (0 of the others, for
+//!   every N; a second node going down also re-homes some keys that were already displaced,
+//!   never a key whose primary owner is up). Bringing a node back restores every pick it had.
+//!   The bound keeps the up nodes balanced: with equal weights no up node holds more than
+//!   ⌈M/N_up⌉ slots, max/avg ≤ 1 + N_up/M < 1.01 (measured 1.009 at N = 1000, one down).
+//! - **A configuration change** (a node is added or deleted, or a weight changes) rebuilds the
+//!   primary table. At an unchanged size (a weight change, or a deletion under an explicit
+//!   size) the changed node's keys move plus a Maglev disruption among the rest: deleting one
+//!   of N equal nodes moves, of all keys, this many that were not the deleted node's — worst
+//!   over victims ≤ 5.5 % (N = 3), ≤ 3.8 % (N ≤ 60), 1.5 % (N = 250), 1.0 % (N = 500), 0.6 %
+//!   (N = 1000); the tested bound on all keys moved is 1/N + 6 %. Adding or deleting a node
+//!   at the *default* size also changes `M`, which reshuffles the whole site: measured 67 % of
+//!   keys moved at N = 3, 90 % at N = 10, 99 % at N ≥ 100. That is why health travels as a
+//!   flag, never as a removal; callers that must keep clients across membership changes pass
+//!   an explicit size.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -44,14 +62,18 @@ const SKIP_SALT: u64 = u64::from_be_bytes(*b"MGLV-SKP");
 /// A Maglev lookup table over a site's nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Maglev {
-    /// Slot → index into the nodes slice given to [`Maglev::new`]; empty when no node has
-    /// weight > 0.
+    /// Slot → index into the nodes slice given to [`Maglev::new`] or
+    /// [`Maglev::with_health`]; empty when no node can own a slot (none has weight > 0, or
+    /// every one that does is down).
     table: Box<[u32]>,
-    /// Number of nodes given (including weight-0 ones).
+    /// Number of nodes given (including weight-0 and down ones).
     nodes: usize,
     /// Number of nodes owning at least one slot.
     active: usize,
 }
+
+/// Sentinel of a slot no node took yet during a build.
+const FREE: u32 = u32::MAX;
 
 /// The default table size for `nodes` nodes: the smallest prime > 100 × `nodes`, at least 101.
 pub fn table_size(nodes: usize) -> usize {
@@ -84,11 +106,7 @@ impl Maglev {
             .collect();
         order.sort_unstable_by(|&a, &b| nodes[a as usize].cmp(&nodes[b as usize]).then(a.cmp(&b)));
         if order.is_empty() {
-            return Maglev {
-                table: Box::new([]),
-                nodes: nodes.len(),
-                active: 0,
-            };
+            return Maglev::from_table(Box::new([]), nodes.len());
         }
         let m64 = m as u64;
         let mut perms: Vec<Perm> = order
@@ -101,11 +119,11 @@ impl Maglev {
                 }
             })
             .collect();
-        let mut table = vec![u32::MAX; m].into_boxed_slice();
+        let mut table = vec![FREE; m].into_boxed_slice();
         let mut take = |rank: usize| {
             let perm = &mut perms[rank];
             let mut c = perm.next as usize;
-            while table[c] != u32::MAX {
+            while table[c] != FREE {
                 c = perm.advance(m64);
             }
             table[c] = order[rank];
@@ -131,9 +149,93 @@ impl Maglev {
                 turn.k += 1;
             }
         }
+        Maglev::from_table(table, nodes.len())
+    }
+
+    /// Builds the table of `nodes` when those with `down[i]` set may not take traffic: the
+    /// primary table of [`Maglev::new`] over every node, health ignored, with each slot of a
+    /// down node handed to an up node under the load bound (see the module docs). Every key
+    /// whose primary owner is up keeps it, so a health change moves only the keys of the node
+    /// that went down or came back; with no node down this is exactly [`Maglev::new`] (no
+    /// second table is built). Either way the result is one table of `M` slots: the fallback
+    /// table only lives during the build. When every node owning a slot is down the table is
+    /// empty and picks nothing: what to answer then is the caller's all-down policy.
+    ///
+    /// # Panics
+    /// When `down` and `nodes` differ in length, or more than `u32::MAX` nodes are given.
+    pub fn with_health(nodes: &[(&str, u32)], down: &[bool], size: Option<usize>) -> Maglev {
+        assert_eq!(down.len(), nodes.len(), "one health flag per Maglev node");
+        let primary = Maglev::new(nodes, size);
+        let is_down = |node: u32| down[node as usize];
+        if !primary.table.iter().any(|&node| is_down(node)) {
+            return primary;
+        }
+        let up: Vec<(&str, u32)> = nodes
+            .iter()
+            .zip(down)
+            .map(|(&(name, weight), &d)| (name, if d { 0 } else { weight }))
+            .collect();
+        let fallback = Maglev::new(&up, Some(primary.size()));
+        if fallback.table.is_empty() {
+            return Maglev::from_table(Box::new([]), nodes.len());
+        }
+        // The bound: an up node's weighted share of the whole table, rounded up, over the
+        // nodes that own a fallback slot (a node starved of turns could never be reached by
+        // the walk below, so it gets no room). The bounds then sum to at least M, so while a
+        // displaced slot is left some owner of a fallback slot has room and the walk ends.
+        let fallback_counts = fallback.slot_counts();
+        let reachable = |i: usize| fallback_counts[i] > 0;
+        let weight_up: u128 = (0..nodes.len())
+            .filter(|&i| reachable(i))
+            .map(|i| u128::from(up[i].1))
+            .sum();
+        let m = primary.size() as u128;
+        let bound: Vec<u32> = (0..nodes.len())
+            .map(|i| {
+                if reachable(i) {
+                    (m * u128::from(up[i].1)).div_ceil(weight_up) as u32
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let mut load = primary.slot_counts();
+        for (count, &d) in load.iter_mut().zip(down) {
+            if d {
+                *count = 0;
+            }
+        }
+        let mut table = primary.table;
+        let mut overflow = Vec::new();
+        for (slot, owner) in table.iter_mut().enumerate() {
+            if is_down(*owner) {
+                let heir = fallback.table[slot];
+                if load[heir as usize] < bound[heir as usize] {
+                    *owner = heir;
+                    load[heir as usize] += 1;
+                } else {
+                    overflow.push(slot);
+                }
+            }
+        }
+        for slot in overflow {
+            let heir = fallback.table[slot + 1..]
+                .iter()
+                .chain(&fallback.table[..=slot])
+                .copied()
+                .find(|&node| load[node as usize] < bound[node as usize])
+                .expect("the bounds leave room for every displaced slot");
+            table[slot] = heir;
+            load[heir as usize] += 1;
+        }
+        Maglev::from_table(table, nodes.len())
+    }
+
+    /// Wraps a finished table over `nodes` nodes, counting those that own a slot.
+    fn from_table(table: Box<[u32]>, nodes: usize) -> Maglev {
         let mut maglev = Maglev {
             table,
-            nodes: nodes.len(),
+            nodes,
             active: 0,
         };
         maglev.active = maglev.slot_counts().iter().filter(|&&c| c > 0).count();
@@ -142,7 +244,7 @@ impl Maglev {
 
     /// The node (index into the slice given to [`Maglev::new`]) serving client `key` (a raw
     /// client key from [`crate::hash`]; the table salts it with `MAGLEV_SALT`), or `None` when
-    /// no node has weight > 0.
+    /// the table is empty. A table built by [`Maglev::with_health`] never picks a down node.
     #[inline]
     pub fn pick(&self, key: u64) -> Option<u32> {
         self.table.get(self.slot(key)).copied()
@@ -150,7 +252,8 @@ impl Maglev {
 
     /// Writes the first `min(n, out.len())` distinct nodes met walking the table forward from
     /// `key`'s slot (wrapping) into `out` and returns how many were written — fewer only when
-    /// fewer nodes own a slot (weight-0 nodes never do). `out[0]` is [`Maglev::pick`]. Does not allocate.
+    /// fewer nodes own a slot (weight-0 nodes never do, nor do down nodes in a table built by
+    /// [`Maglev::with_health`]). `out[0]` is [`Maglev::pick`]. Does not allocate.
     pub fn pick_n(&self, key: u64, n: usize, out: &mut [u32]) -> usize {
         let want = n.min(out.len()).min(self.active);
         if want == 0 {
@@ -179,7 +282,7 @@ impl Maglev {
         counts
     }
 
-    /// The table's size `M` (0 when no node has weight > 0).
+    /// The table's size `M` (0 when the table is empty).
     pub fn size(&self) -> usize {
         self.table.len()
     }

@@ -425,7 +425,7 @@ fn solve_service(
             .map
             .sites
             .iter()
-            .any(|s| s.nodes.iter().any(|n| n.weight > 0));
+            .any(|s| s.nodes.iter().any(|n| !n.down));
         if serves {
             if let Some(verdict) = &rule.verdict {
                 // Probes and client reports are judged separately: an arm that shares a

@@ -268,7 +268,7 @@ async fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool)
 }
 
 /// Whether any service may answer `address`: listed in a static answer, or a serving node of
-/// a site that dynamic answers pick from (unserving nodes stay listed at weight 0).
+/// a site that dynamic answers pick from (unserving nodes stay listed, marked down).
 fn answered(scheduler: &Scheduler, address: &str) -> bool {
     let snapshot = scheduler.watch_snapshots().borrow().clone();
     snapshot.services.iter().any(|s| {
@@ -278,7 +278,7 @@ fn answered(scheduler: &Scheduler, address: &str) -> bool {
             || s.sites
                 .iter()
                 .flat_map(|site| &site.nodes)
-                .any(|n| n.address == address && n.weight > 0)
+                .any(|n| n.address == address && !n.down)
     })
 }
 

@@ -10,14 +10,15 @@ use isobar_proto::v1::{AnswerSet, GrayRule, Node, Route, ServiceMap, Site, Snaps
 
 use crate::support::{WWW, addrs, dns_server, echoed_ecs, geo_db, query, snapshot, udp};
 
-/// `count` IPv4 nodes 10.<site>.0.<i> (weight 0 for those in `down`).
+/// `count` IPv4 nodes 10.<site>.0.<i> of weight 100, those in `down` marked down.
 fn site(pop: &str, octet: u8, count: u8, down: &[u8]) -> Site {
     Site {
         pop: pop.into(),
         nodes: (1..=count)
             .map(|i| Node {
                 address: format!("10.{octet}.0.{i}"),
-                weight: if down.contains(&i) { 0 } else { 100 },
+                weight: 100,
+                down: down.contains(&i),
             })
             .collect(),
     }
@@ -92,7 +93,8 @@ fn maglev_keeps_each_subnet_on_its_node_and_a_lost_node_moves_only_its_subnets()
     let lost: Ipv4Addr = "10.1.0.7".parse().unwrap();
     let clients = 20_000;
     let mut per_node: BTreeMap<Ipv4Addr, u32> = BTreeMap::new();
-    let mut moved_others = 0;
+    let mut after_per_node: BTreeMap<Ipv4Addr, u32> = BTreeMap::new();
+    let (mut moved, mut moved_others) = (0, 0);
     for n in 0..clients {
         let client = subnet_client(n);
         let a = primary(&before, client);
@@ -103,7 +105,9 @@ fn maglev_keeps_each_subnet_on_its_node_and_a_lost_node_moves_only_its_subnets()
         );
         *per_node.entry(a).or_default() += 1;
         let b = primary(&after, client);
-        assert_ne!(b, lost, "a node with weight 0 is never answered");
+        assert_ne!(b, lost, "a down node is never answered");
+        *after_per_node.entry(b).or_default() += 1;
+        moved += u32::from(a != b);
         if a != lost && a != b {
             moved_others += 1;
         }
@@ -112,9 +116,63 @@ fn maglev_keeps_each_subnet_on_its_node_and_a_lost_node_moves_only_its_subnets()
     let avg = f64::from(clients) / f64::from(nodes);
     let max = f64::from(*per_node.values().max().unwrap());
     assert!(max / avg < 1.15, "balanced: max/avg = {}", max / avg);
-    // Only the lost node's subnets move, plus Maglev's small disruption.
-    let share = f64::from(moved_others) / f64::from(clients);
-    assert!(share < 0.05, "{share} of the other subnets moved");
+    // A health change moves exactly the lost node's subnets (≈ 1/20 of them), no other.
+    assert_eq!(moved_others, 0, "subnets of up nodes moved");
+    assert_eq!(moved, per_node[&lost]);
+    // Its subnets spread over the others, which stay balanced.
+    let avg = f64::from(clients) / f64::from(nodes - 1);
+    let max = f64::from(*after_per_node.values().max().unwrap());
+    assert!(
+        max / avg < 1.15,
+        "balanced with one down: max/avg = {}",
+        max / avg
+    );
+
+    // The node coming back takes back exactly its subnets.
+    after
+        .install(&snapshot_with(
+            2,
+            dynamic_map(vec![site("fra1", 1, nodes, &[])], routes(&[(1, &[0])]), 1),
+        ))
+        .unwrap();
+    assert!(
+        (0..clients)
+            .all(|n| primary(&after, subnet_client(n)) == primary(&before, subnet_client(n)))
+    );
+}
+
+/// Topping up an answer from the site's next Maglev entries skips down nodes: with 3 of 6
+/// nodes down and 4 addresses asked for, every answer is the 3 up nodes, over the engine and
+/// over real UDP.
+#[tokio::test]
+async fn top_up_never_answers_a_down_node() {
+    let map = dynamic_map(
+        vec![site("fra1", 1, 6, &[1, 3, 5])],
+        routes(&[(1, &[0])]),
+        4,
+    );
+    let engine = engine(1, map);
+    let up: BTreeSet<Ipv4Addr> = ["10.1.0.2", "10.1.0.4", "10.1.0.6"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    for n in 0..2_000 {
+        let got = engine
+            .resolve_service(WWW, subnet_client(n))
+            .unwrap()
+            .ipv4()
+            .to_vec();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got.iter().copied().collect::<BTreeSet<_>>(), up, "{got:?}");
+    }
+    let server = dns_server(std::sync::Arc::clone(&engine)).await;
+    let resp = udp(
+        server.local_addr(),
+        &query(WWW, RecordType::A, true, Some("198.51.100.0/24")),
+    )
+    .await;
+    let got: BTreeSet<IpAddr> = addrs(&resp.answers).into_iter().collect();
+    assert_eq!(got, up.iter().map(|a| IpAddr::V4(*a)).collect());
 }
 
 #[tokio::test]

@@ -263,6 +263,7 @@ fn dynamic_service() -> ServiceMap {
             .map(|i| Node {
                 address: format!("192.0.2.{i}"),
                 weight: 1,
+                down: false,
             })
             .collect(),
     };

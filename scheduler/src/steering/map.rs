@@ -229,9 +229,9 @@ pub fn solve_arm(
     );
 
     // Sites: every serving PoP, in world order. A site lists all the arm's endpoints in the
-    // PoP, the unserving ones with weight 0: Maglev tables are sized by the node count, so
-    // keeping the list stable across health changes moves only the keys of the nodes that
-    // left (isobar_proto::maglev).
+    // PoP at their configured weights, the unserving ones marked down: the frontends' primary
+    // Maglev table then never changes on a health event, and only the keys of the nodes that
+    // went down (or came back) move (isobar_proto::maglev).
     let mut sites = Vec::new();
     let mut site_of = vec![u32::MAX; world.pops.len()];
     let mut families = Vec::new();
@@ -246,12 +246,13 @@ pub fn solve_arm(
             .filter(|e| e.address.parse::<IpAddr>().is_ok())
             .map(|e| Node {
                 address: e.address.clone(),
-                weight: if serves(e) { e.weight.max(1) } else { 0 },
+                weight: e.weight.max(1),
+                down: !serves(e),
             })
             .collect();
         let has = |v6: bool| {
             nodes.iter().any(|n| {
-                n.weight > 0
+                !n.down
                     && n.address
                         .parse::<IpAddr>()
                         .is_ok_and(|ip| ip.is_ipv6() == v6)

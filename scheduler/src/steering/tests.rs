@@ -24,7 +24,7 @@ fn addresses(map: &ServiceMap, set: &AnswerSet, v6: bool) -> Vec<String> {
             map.sites[s as usize]
                 .nodes
                 .iter()
-                .find(|n| n.weight > 0 && n.address.contains(':') == v6)
+                .find(|n| !n.down && n.address.contains(':') == v6)
                 .map(|n| n.address.clone())
         })
         .take(map.answer_count as usize)
@@ -93,6 +93,38 @@ fn a_down_target_leaves_every_answer() {
         answer_at(map, 52.5, 13.4).ipv4,
         vec!["192.0.2.2", "198.51.100.1"]
     );
+}
+
+/// A down endpoint in a PoP that still serves stays in its site at its configured weight,
+/// marked down: the frontends' primary Maglev table keeps its shape and only that
+/// endpoint's clients move.
+#[test]
+fn a_down_endpoint_stays_listed_at_its_weight_marked_down() {
+    let mut w = world();
+    let mut extra = w.services[0].endpoints[0].clone();
+    assert_eq!(extra.pop, "fra1");
+    extra.address = "192.0.2.11".into();
+    extra.check = Some("127.0.0.1:1011".into());
+    extra.weight = 300;
+    w.services[0].endpoints.push(extra);
+    let node = |down: &BTreeSet<String>, address: &str| {
+        let snapshot = solve(&w, 1, down).expect("solves");
+        snapshot.services[0]
+            .sites
+            .iter()
+            .flat_map(|s| &s.nodes)
+            .find(|n| n.address == address)
+            .cloned()
+            .expect("listed")
+    };
+    let down = BTreeSet::from(["tcp://127.0.0.1:1011".to_owned()]);
+    let listed = node(&down, "192.0.2.11");
+    assert!(listed.down);
+    assert_eq!(listed.weight, 300);
+    let up = node(&BTreeSet::new(), "192.0.2.11");
+    assert!(!up.down);
+    assert_eq!(up.weight, 300);
+    assert!(!node(&down, "192.0.2.1").down);
 }
 
 #[test]
@@ -194,7 +226,7 @@ fn a_gray_rule_splits_the_labelled_endpoints_and_a_failing_canary_is_rolled_back
             .flat_map(|s| {
                 s.nodes
                     .iter()
-                    .filter(|n| n.weight > 0)
+                    .filter(|n| !n.down)
                     .map(|n| n.address.clone())
             })
             .collect()
@@ -268,7 +300,7 @@ mod properties {
             let served: BTreeSet<&str> = map
                 .sites
                 .iter()
-                .flat_map(|s| s.nodes.iter().filter(|n| n.weight > 0).map(|n| n.address.as_str()))
+                .flat_map(|s| s.nodes.iter().filter(|n| !n.down).map(|n| n.address.as_str()))
                 .collect();
             let all_down = down_mask == 0b1111;
             if !all_down {
