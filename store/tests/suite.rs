@@ -210,11 +210,19 @@ async fn asn_client_groups_round_trip(db: &TestDb) {
     store.apply_world(&world, "alice", false).await.unwrap();
     let (loaded, version) = store.load_world().await.unwrap();
     assert_eq!(loaded, world);
-    let isp = loaded.client_groups.iter().find(|g| g.name == "isp").unwrap();
+    let isp = loaded
+        .client_groups
+        .iter()
+        .find(|g| g.name == "isp")
+        .unwrap();
     assert_eq!(isp.asns, [3320, 4_200_000_000]);
     assert!(isp.cidrs.is_empty());
     // Groups without AS numbers load with none.
-    let office = loaded.client_groups.iter().find(|g| g.name == "office").unwrap();
+    let office = loaded
+        .client_groups
+        .iter()
+        .find(|g| g.name == "office")
+        .unwrap();
     assert!(office.asns.is_empty());
 
     let changed = with_asns("[3320]");
@@ -224,7 +232,8 @@ async fn asn_client_groups_round_trip(db: &TestDb) {
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("client_group isp") && l.contains("asns [3320, 4200000000] -> [3320]")),
+            .any(|l| l.contains("client_group isp")
+                && l.contains("asns [3320, 4200000000] -> [3320]")),
         "{lines:?}"
     );
     assert_eq!(store.load_world().await.unwrap(), (changed, version + 1));
