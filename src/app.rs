@@ -64,6 +64,8 @@ pub struct ServeOptions {
     pub token: Option<String>,
     /// GeoIP database (MaxMind format, City-shaped records).
     pub geoip: Option<PathBuf>,
+    /// ASN database (MaxMind format, GeoLite2-ASN-shaped records), for ASN client groups.
+    pub asn_db: Option<PathBuf>,
     /// Where frontends keep their last good snapshot.
     pub data_dir: PathBuf,
     /// This process's name as a prober vantage and frontend.
@@ -131,6 +133,7 @@ impl Default for ServeOptions {
             scheduler_url: None,
             token: None,
             geoip: None,
+            asn_db: None,
             data_dir: PathBuf::from(".isobar"),
             node_name: "local".into(),
             dns_limits: DnsLimits::default(),
@@ -165,14 +168,21 @@ pub async fn start(
     };
     let token = opts.token.clone().filter(|t| !t.is_empty());
     let mut own_scheme = "http";
-    // One GeoIP database for the frontends and the scheduler's explain, so both locate
-    // clients identically.
+    // One GeoIP and one ASN database for the frontends and the scheduler's explain, so both
+    // locate and group clients identically.
     let geo = match &opts.geoip {
         Some(path) => {
             Some(Arc::new(GeoDb::open(path).with_context(|| {
                 format!("opening GeoIP database {}", path.display())
             })?))
         }
+        None => None,
+    };
+    let asn = match &opts.asn_db {
+        Some(path) => Some(Arc::new(
+            isobar_dns::AsnDb::open(path)
+                .with_context(|| format!("opening ASN database {}", path.display()))?,
+        )),
         None => None,
     };
 
@@ -213,10 +223,10 @@ pub async fn start(
         let token = token.clone();
         let stop = shutdown.clone();
         own_scheme = tls_scheme;
-        let admin_geo = geo.clone();
+        let (admin_geo, admin_asn) = (geo.clone(), asn.clone());
         tasks.spawn(async move {
             let served = isobar_scheduler::grpc::serve_with_geo(
-                listener, sched, token, server_tls, admin_geo, stop,
+                listener, sched, token, server_tls, admin_geo, admin_asn, stop,
             );
             if let Err(err) = served.await {
                 warn!(error = %err, "gRPC server stopped with an error");
@@ -250,7 +260,7 @@ pub async fn start(
         if geo.is_none() {
             warn!("no GeoIP database (--geoip): clients are located by CIDR overrides only");
         }
-        let engine = Engine::new(geo.clone());
+        let engine = Engine::with_asn(geo.clone(), asn.clone());
         std::fs::create_dir_all(&opts.data_dir)
             .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
         let persist = opts

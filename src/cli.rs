@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// GeoIP database (GeoLite2-City, DB-IP City Lite, or any City-shaped MMDB).
     #[arg(long)]
     pub geoip: Option<PathBuf>,
+    /// ASN database (GeoLite2-ASN, GeoIP2-ISP, or any MMDB with `autonomous_system_number`),
+    /// for client groups that list `asns`.
+    #[arg(long)]
+    pub asn_db: Option<PathBuf>,
     /// Where frontends persist their last good snapshot [default: .isobar].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -256,6 +260,7 @@ struct ServerSection {
     scheduler: Option<String>,
     token: Option<String>,
     geoip: Option<PathBuf>,
+    asn_db: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     node: Option<String>,
     dns_rrl_rate: Option<u32>,
@@ -312,6 +317,7 @@ pub fn serve_options(args: ServeArgs) -> anyhow::Result<ServeOptions> {
         scheduler_url: args.scheduler.or(section.scheduler),
         token: args.token.or(section.token),
         geoip: args.geoip.or(section.geoip),
+        asn_db: args.asn_db.or(section.asn_db),
         data_dir: args
             .data_dir
             .or(section.data_dir)

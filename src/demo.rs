@@ -68,6 +68,30 @@ pub fn geoip_database(rows: &[(&str, &str, f64, f64)]) -> anyhow::Result<Vec<u8>
     Ok(writer.to_bytes()?)
 }
 
+/// Builds a GeoLite2-ASN-shaped MMDB from (cidr, AS number, organization) rows.
+pub fn asn_database(rows: &[(&str, u32, &str)]) -> anyhow::Result<Vec<u8>> {
+    /// The record shape of GeoLite2-ASN: the number must be an MMDB uint32, as there.
+    #[derive(serde::Serialize)]
+    struct AsRecord<'a> {
+        autonomous_system_number: u32,
+        autonomous_system_organization: &'a str,
+    }
+    let mut writer = mmdb_writer::Writer::new("GeoLite2-ASN");
+    for &(cidr, asn, organization) in rows {
+        let net: ipnet::IpNet = cidr
+            .parse()
+            .with_context(|| format!("bad ASN prefix {cidr}"))?;
+        let record = AsRecord {
+            autonomous_system_number: asn,
+            autonomous_system_organization: organization,
+        };
+        writer
+            .insert(net, &record)
+            .with_context(|| format!("inserting {cidr}"))?;
+    }
+    Ok(writer.to_bytes()?)
+}
+
 /// Endpoint listeners that can be stopped and restarted by name.
 #[derive(Clone, Default)]
 pub struct Endpoints {

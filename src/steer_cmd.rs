@@ -170,6 +170,11 @@ pub fn explain_json(e: &Explanation) -> Value {
             "steering_address": group.steering_address,
             "location": group.located.then(|| json!({ "lat": group.lat, "lon": group.lon })),
             "prefix_len": group.prefix_len, "demand": group.demand,
+            "asn": (group.asn != 0).then(|| json!({
+                "number": group.asn,
+                "organization": Some(&group.asn_organization).filter(|o| !o.is_empty()),
+            })),
+            "asn_db_missing": group.asn_db_missing,
         },
         "pops": e.pops.iter().map(|p| json!({
             "pop": p.pop, "cost": p.cost, "rtt_ms": p.rtt_ms, "loss_penalty": p.loss_penalty,
@@ -222,6 +227,25 @@ pub fn explain_text(e: &Explanation) -> String {
         group.prefix_len,
         group.demand
     );
+    if group.asn != 0 {
+        let _ = writeln!(
+            out,
+            "asn: AS{}{}",
+            group.asn,
+            if group.asn_organization.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", group.asn_organization)
+            }
+        );
+    }
+    if group.asn_db_missing {
+        let _ = writeln!(
+            out,
+            "asn: not checked: the snapshot has ASN client groups but this scheduler has no \
+             ASN database (--asn-db); a frontend with one may answer from an ASN group"
+        );
+    }
     let _ = writeln!(out, "weights: {}", weights_text(&e.weights));
     match &e.gray {
         Some(g) => {

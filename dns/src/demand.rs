@@ -91,7 +91,7 @@ impl DemandTable {
         };
         let slot = match decision {
             Decision::GeoCell(c) if c < cells => c as usize,
-            Decision::Override(g) if (g as usize) < self.groups.len() => {
+            Decision::Override(g) | Decision::Asn(g) if (g as usize) < self.groups.len() => {
                 cells as usize + g as usize
             }
             _ => cells as usize + self.groups.len(),
@@ -366,6 +366,7 @@ mod tests {
             overrides: vec![ClientGroupOverride {
                 group: "office".into(),
                 cidrs: vec!["10.0.0.0/8".into()],
+                asns: Vec::new(),
             }],
             services: vec![ServiceMap {
                 name: "www.example.test.".into(),

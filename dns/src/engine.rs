@@ -1,12 +1,14 @@
 //! The one selection code shared by DNS and HTTPDNS: snapshot + client address in, answer out.
 //!
 //! Decision order for a GSLB name: the longest CIDR override whose group this service maps
-//! → the GeoIP cell (`cell_answers[cell]`, or the default when the map is empty) → the
-//! default answer. The ECS scope returned with an answer is the prefix length of the map
-//! entry that decided it (the override, or the GeoIP network, located or not), raised when
-//! needed so that the scoped prefix holds no more specific override: a resolver caches the
-//! answer for the whole scoped prefix, so the scope must never cover a client that would
-//! have been answered differently.
+//! → the ASN group (the client's AS number per the ASN database) this service maps → the
+//! GeoIP cell (`cell_answers[cell]`, or the default when the map is empty) → the default
+//! answer. The ECS scope returned with an answer is the prefix length of the map entry that
+//! decided it (the override, the ASN network, or the GeoIP network, located or not), raised
+//! when needed so that the scoped prefix holds no more specific override and, when the
+//! service maps ASN groups, reaches no further than the ASN network holding the client: a
+//! resolver caches the answer for the whole scoped prefix, so the scope must never cover a
+//! client that would have been answered differently.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
@@ -15,6 +17,7 @@ use arc_swap::ArcSwap;
 use isobar_proto::geo::cell_index;
 use isobar_proto::v1::Snapshot;
 
+use crate::asn::AsnDb;
 use crate::demand::{DemandTable, service_index};
 use crate::dynamic::{self, Picks};
 use crate::geo::GeoDb;
@@ -64,6 +67,9 @@ impl ClientKey {
 pub enum Decision {
     /// A CIDR override group (its index among the snapshot's override groups).
     Override(u32),
+    /// An ASN client group (its index among the snapshot's override groups, which it shares
+    /// with the CIDR groups).
+    Asn(u32),
     /// The GeoIP location's grid cell.
     GeoCell(u32),
     /// The default answer (location unknown, no GeoIP database, or no per-cell map).
@@ -153,9 +159,10 @@ impl<'s> Chosen<'s> {
     }
 }
 
-/// Holds the served snapshot and the GeoIP database; shared by every frontend.
+/// Holds the served snapshot and the GeoIP and ASN databases; shared by every frontend.
 pub struct Engine {
     geo: Option<Arc<GeoDb>>,
+    asn: Option<Arc<AsnDb>>,
     current: ArcSwap<ServingSnapshot>,
     /// Serializes installs so two racing pushes cannot install out of order. Never taken on
     /// the query path, which only loads `current`.
@@ -169,8 +176,15 @@ pub struct Engine {
 impl Engine {
     /// An engine with no snapshot yet (version 0), using `geo` to locate clients.
     pub fn new(geo: Option<Arc<GeoDb>>) -> Arc<Self> {
+        Self::with_asn(geo, None)
+    }
+
+    /// An engine with no snapshot yet, using `geo` to locate clients and `asn` to match
+    /// them to ASN client groups (which never match without it).
+    pub fn with_asn(geo: Option<Arc<GeoDb>>, asn: Option<Arc<AsnDb>>) -> Arc<Self> {
         Arc::new(Self {
             geo,
+            asn,
             current: ArcSwap::from_pointee(ServingSnapshot::empty()),
             install: Mutex::new(()),
             demand: ArcSwap::from_pointee(DemandTable::default()),
@@ -267,6 +281,18 @@ impl Engine {
     /// The GeoIP database, if one was given.
     pub fn geo(&self) -> Option<&GeoDb> {
         self.geo.as_deref()
+    }
+
+    /// The ASN database, if one was given.
+    pub fn asn(&self) -> Option<&AsnDb> {
+        self.asn.as_deref()
+    }
+
+    /// The ASN group of `addr` in `snapshot` (group index, ASN network prefix length), when
+    /// the ASN database knows its AS number and a group lists it.
+    pub(crate) fn asn_group(&self, snapshot: &ServingSnapshot, addr: IpAddr) -> Option<(u32, u8)> {
+        let found = self.asn()?.lookup(addr);
+        Some((snapshot.asn_group(found.asn?)?, found.prefix_len))
     }
 
     /// Answers the GSLB name `name` (any case, trailing dot optional) for `client`, or
@@ -367,8 +393,31 @@ impl Engine {
             Some((index, group, len))
         });
 
+        // ASN groups, after CIDR overrides. A client of another AS gets an answer that holds
+        // only inside its ASN network: a wider scope could reach into an ASN group's.
+        let mut asn_floor = 0;
+        let asn_answer = match (&self.asn, group_answer) {
+            (Some(db), None) if arm.asn_mapped => {
+                let found = db.lookup(addr);
+                let hit = found
+                    .asn
+                    .and_then(|asn| snapshot.asn_group(asn))
+                    .and_then(|group| {
+                        let index = arm.group_answers.get(group as usize).copied().flatten()?;
+                        Some((index, group, found.prefix_len))
+                    });
+                if hit.is_none() {
+                    asn_floor = found.prefix_len;
+                }
+                hit
+            }
+            _ => None,
+        };
+
         let (index, decision, prefix) = if let Some((index, group, len)) = group_answer {
             (index, Decision::Override(group), len)
+        } else if let Some((index, group, len)) = asn_answer {
+            (index, Decision::Asn(group), len)
         } else if arm.cell_answers.is_empty() {
             // One answer for every location: no need to locate, and the answer is valid for
             // every address outside the overrides.
@@ -394,7 +443,7 @@ impl Engine {
         }
 
         let scope = if scoped {
-            prefix.max(matched.floor).max(floor)
+            prefix.max(matched.floor).max(floor).max(asn_floor)
         } else {
             0
         };
@@ -425,6 +474,7 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("geo", &self.geo)
+            .field("asn", &self.asn)
             .field("version", &self.version())
             .finish()
     }

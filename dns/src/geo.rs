@@ -5,10 +5,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use maxminddb::Reader;
+use maxminddb::{LookupResult, Reader};
 use serde::Deserialize;
 
-/// Why a GeoIP database could not be opened.
+/// Why a GeoIP (City or ASN) database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
     /// The file could not be read or is not a valid MMDB database.
@@ -22,6 +22,11 @@ pub enum GeoError {
     /// The bytes are not a valid MMDB database.
     #[error("invalid geoip database: {0}")]
     Invalid(maxminddb::MaxMindDbError),
+    /// A database given as the ASN database holds locations, not AS numbers.
+    #[error(
+        "database type {0} is not an ASN database (expected GeoLite2-ASN, GeoIP2-ISP or the like)"
+    )]
+    NotAsn(String),
 }
 
 /// A located client address.
@@ -112,20 +117,29 @@ struct Location {
     longitude: Option<f64>,
 }
 
+/// Reads an MMDB file fully into memory.
+pub(crate) fn read_file(path: &Path) -> Result<Reader<Vec<u8>>, GeoError> {
+    Reader::open_readfile(path).map_err(|source| GeoError::Open {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Wraps MMDB bytes already in memory.
+pub(crate) fn read_bytes(bytes: Vec<u8>) -> Result<Reader<Vec<u8>>, GeoError> {
+    Reader::from_source(bytes).map_err(GeoError::Invalid)
+}
+
 impl GeoDb {
     /// Reads a database file fully into memory.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GeoError> {
-        let path = path.as_ref();
-        let reader = Reader::open_readfile(path).map_err(|source| GeoError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let reader = read_file(path.as_ref())?;
         Ok(Self::with_reader(reader))
     }
 
     /// Wraps database bytes already in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, GeoError> {
-        let reader = Reader::from_source(bytes).map_err(GeoError::Invalid)?;
+        let reader = read_bytes(bytes)?;
         Ok(Self::with_reader(reader))
     }
 
@@ -169,31 +183,12 @@ impl GeoDb {
 
     /// [`Self::locate`] straight from the database.
     fn locate_uncached(&self, ip: IpAddr) -> GeoLookup {
-        // No `to_canonical()` here: an ECS address of family IPv6 must get an IPv6 prefix
-        // length back, even when it is IPv4-mapped.
-        let full = match ip {
-            IpAddr::V4(_) => 32,
-            IpAddr::V6(_) => 128,
-        };
-        let Ok(result) = self.reader.lookup(ip) else {
-            // An IPv6 address against an IPv4-only database: nothing in the database can
-            // ever locate any IPv6 client, so the whole family shares the answer.
+        let (result, prefix_len) = lookup_network(&self.reader, ip);
+        let Some(result) = result else {
             return GeoLookup {
                 location: None,
-                prefix_len: if ip.is_ipv6() && self.reader.metadata().ip_version == 4 {
-                    0
-                } else {
-                    full
-                },
+                prefix_len,
             };
-        };
-        let prefix_len = match result.network() {
-            // maxminddb already reports IPv4 lengths for IPv4 lookups in an IPv6 tree, except
-            // when the lookup ended above the IPv4 subtree: that network is wider than all of
-            // IPv4, so in IPv4 terms it is /0.
-            Ok(net) if net.is_ipv4() == ip.is_ipv4() => net.prefix(),
-            Ok(_) => 0,
-            Err(_) => full,
         };
         let location = match result.decode::<CityLocation>() {
             Ok(Some(CityLocation {
@@ -210,6 +205,42 @@ impl GeoDb {
             prefix_len,
         }
     }
+}
+
+/// Looks `ip` up in `reader`: the record's handle (`None` on a lookup error) and the prefix
+/// length of the database network holding `ip`, with or without data, in `ip`'s own family.
+///
+/// Shared by the City and the ASN database, so the ECS scope of an answer means the same
+/// thing whichever database decided it.
+pub(crate) fn lookup_network(
+    reader: &Reader<Vec<u8>>,
+    ip: IpAddr,
+) -> (Option<LookupResult<'_, Vec<u8>>>, u8) {
+    // No `to_canonical()` here: an ECS address of family IPv6 must get an IPv6 prefix
+    // length back, even when it is IPv4-mapped.
+    let full = match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    let Ok(result) = reader.lookup(ip) else {
+        // An IPv6 address against an IPv4-only database: nothing in the database can ever
+        // match any IPv6 client, so the whole family shares the answer.
+        let len = if ip.is_ipv6() && reader.metadata().ip_version == 4 {
+            0
+        } else {
+            full
+        };
+        return (None, len);
+    };
+    let prefix_len = match result.network() {
+        // maxminddb already reports IPv4 lengths for IPv4 lookups in an IPv6 tree, except
+        // when the lookup ended above the IPv4 subtree: that network is wider than all of
+        // IPv4, so in IPv4 terms it is /0.
+        Ok(net) if net.is_ipv4() == ip.is_ipv4() => net.prefix(),
+        Ok(_) => 0,
+        Err(_) => full,
+    };
+    (Some(result), prefix_len)
 }
 
 impl GeoDb {

@@ -2,13 +2,13 @@
 //!
 //! The crate's one job is to answer client queries from the last steering snapshot the
 //! scheduler pushed. Inputs: `isobar.v1.Snapshot` messages (from `Steering/WatchSnapshot`,
-//! or a file persisted by an earlier run) and an optional GeoIP database. Outputs: DNS
+//! or a file persisted by an earlier run) and optional GeoIP and ASN databases. Outputs: DNS
 //! responses over UDP and TCP, and HTTPDNS JSON over HTTP.
 //!
 //! Architecture invariant: nothing here talks to the store or to any other service while
 //! answering a query. A query reads one immutable [`ServingSnapshot`] (swapped atomically by
-//! [`Engine::install`]) and the in-memory [`GeoDb`]; all I/O besides the client's own socket
-//! happens in [`subscriber`], off the query path.
+//! [`Engine::install`]) and the in-memory [`GeoDb`] and [`AsnDb`]; all I/O besides the
+//! client's own socket happens in [`subscriber`], off the query path.
 //!
 //! - [`engine`]: the selection code both frontends share.
 //! - [`respond()`]: one DNS packet in, one response out; the whole DNS query path.
@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod asn;
 mod cidr;
 pub mod demand;
 pub mod doh;
@@ -41,6 +42,7 @@ pub mod subscriber;
 mod wire;
 mod zone;
 
+pub use asn::{AsnDb, AsnLookup};
 pub use dynamic::{MAX_ANSWER_COUNT, Site};
 pub use engine::{ClientKey, Decision, EcsSubnet, Engine, ServiceAnswer};
 pub use geo::{GeoDb, GeoError, GeoHit, GeoLookup};

@@ -20,7 +20,8 @@
 //! Answers: `202 {"accepted": N}` when queued; otherwise a 4xx with `{"code", "message"}`
 //! (and `"field"` naming the offending field for body errors). The client group is the one
 //! the DNS path would see for the reporting client (`ip=` or the TCP peer): `group:NAME`
-//! for the longest CIDR override holding it, else `cell:N` for its GeoIP grid cell, else
+//! for the longest CIDR override holding it, else `group:NAME` for the ASN group of its AS
+//! number, else `cell:N` for its GeoIP grid cell, else
 //! `unknown` — the labels `demand` reports, independent of any one service's map.
 //!
 //! The queue holds at most [`QUEUE_CAPACITY`] reports; when it is full a report is dropped
@@ -308,6 +309,11 @@ pub fn client_group(engine: &Engine, snapshot: &ServingSnapshot, addr: IpAddr) -
     let addr = addr.to_canonical();
     let overrides = snapshot.overrides();
     if let Some((group, _)) = overrides.lookup(addr).longest
+        && let Some(name) = overrides.groups().get(group as usize)
+    {
+        return format!("group:{name}");
+    }
+    if let Some((group, _)) = engine.asn_group(snapshot, addr)
         && let Some(name) = overrides.groups().get(group as usize)
     {
         return format!("group:{name}");

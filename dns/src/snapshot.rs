@@ -44,7 +44,7 @@ pub enum SnapshotError {
         /// What is wrong.
         message: String,
     },
-    /// A CIDR override is malformed.
+    /// A client group's CIDR or AS number is malformed.
     #[error("override group {group}: {message}")]
     Override {
         /// The group name.
@@ -106,6 +106,9 @@ pub struct Service {
     pub(crate) cell_answers: Box<[u32]>,
     /// Answer index per override group (by the snapshot's group index), if any.
     pub(crate) group_answers: Box<[Option<u32>]>,
+    /// Whether some group with AS numbers has an answer here. Only then does a query need an
+    /// ASN lookup, and only then must a non-ASN answer's scope stay inside the ASN network.
+    pub(crate) asn_mapped: bool,
     pub(crate) default_answer: u32,
     /// Sites that dynamic answers pick nodes from.
     pub(crate) sites: Box<[Site]>,
@@ -154,6 +157,8 @@ pub struct ServingSnapshot {
     services: Vec<Service>,
     service_index: HashMap<Box<[u8]>, usize>,
     overrides: Overrides,
+    /// AS number → override group index, for groups that list AS numbers.
+    asn_groups: HashMap<u32, u32>,
     accounts: Vec<HttpdnsAccount>,
     httpdns: Option<HttpdnsSettings>,
 }
@@ -171,6 +176,7 @@ impl ServingSnapshot {
             services: Vec::new(),
             service_index: HashMap::new(),
             overrides: Overrides::default(),
+            asn_groups: HashMap::new(),
             accounts: Vec::new(),
             httpdns: None,
         }
@@ -230,6 +236,19 @@ impl ServingSnapshot {
                     .map_err(|CidrConflict::TwoGroups(other)| {
                         err(format!("{cidr} is also listed by group {other}"))
                     })?;
+            }
+            for &asn in &entry.asns {
+                // AS 0 is never announced and AS_TRANS stands for any 4-byte AS (RFC 6793).
+                if asn == 0 || asn == 23456 {
+                    return Err(err(format!("AS{asn} cannot name a client group")));
+                }
+                if let Some(&other) = out.asn_groups.get(&asn)
+                    && other != group
+                {
+                    let other = out.overrides.groups()[other as usize].clone();
+                    return Err(err(format!("AS{asn} is also listed by group {other}")));
+                }
+                out.asn_groups.insert(asn, group);
             }
         }
 
@@ -323,6 +342,10 @@ impl ServingSnapshot {
                 group_answers[g as usize] = Some(i);
             }
         }
+        let asn_mapped = self
+            .asn_groups
+            .values()
+            .any(|&g| group_answers[g as usize].is_some());
         let sites = map
             .sites
             .iter()
@@ -350,6 +373,7 @@ impl ServingSnapshot {
             answers,
             cell_answers: map.cell_answers.clone().into_boxed_slice(),
             group_answers: group_answers.into_boxed_slice(),
+            asn_mapped,
             default_answer: map.default_answer,
             sites: sites.into_boxed_slice(),
             answer_count,
@@ -430,6 +454,16 @@ impl ServingSnapshot {
 
     pub(crate) fn overrides(&self) -> &Overrides {
         &self.overrides
+    }
+
+    /// The override group that lists AS number `asn`, if any.
+    pub(crate) fn asn_group(&self, asn: u32) -> Option<u32> {
+        self.asn_groups.get(&asn).copied()
+    }
+
+    /// Whether any client group lists AS numbers.
+    pub fn has_asn_groups(&self) -> bool {
+        !self.asn_groups.is_empty()
     }
 }
 

@@ -295,6 +295,7 @@ mod tests {
             overrides: vec![ClientGroupOverride {
                 group: "office".into(),
                 cidrs: vec!["10.0.0.0/8".into()],
+                asns: vec![64_512],
             }],
             accounts: vec![HttpdnsAccount {
                 id: "100".into(),
@@ -332,6 +333,17 @@ mod tests {
         let applied = apply(&old, &delta).unwrap();
         assert_eq!(applied, new);
         assert!(applied.accounts.is_empty());
+    }
+
+    #[test]
+    fn changed_as_numbers_replace_the_globals() {
+        let old = snapshot(1, &[("a.", "192.0.2.1")]);
+        let mut new = snapshot(2, &[("a.", "192.0.2.1")]);
+        new.overrides[0].asns.push(3320);
+        let delta = diff(&old, &new);
+        assert!(delta.replace_globals);
+        assert_eq!(delta.overrides[0].asns, [64_512, 3320]);
+        assert_eq!(apply(&old, &delta).unwrap(), new);
     }
 
     #[test]

@@ -136,6 +136,11 @@ mod tests {
                 .map(|i| ClientGroupOverride {
                     group: format!("g{i}"),
                     cidrs: vec![format!("10.{i}.0.0/16")],
+                    // Odd counts list an AS number, so deltas must carry those too.
+                    asns: (globals.1 % 2 == 1)
+                        .then_some(64_512 + i)
+                        .into_iter()
+                        .collect(),
                 })
                 .collect(),
             accounts: (0..globals.2)

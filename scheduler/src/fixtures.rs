@@ -74,6 +74,7 @@ pub(crate) fn world() -> World {
         client_groups: vec![ClientGroup {
             name: "office".into(),
             cidrs: vec!["10.0.0.0/8".into()],
+            asns: Vec::new(),
             region: "ap".into(),
             demand: None,
         }],

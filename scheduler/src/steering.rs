@@ -235,6 +235,7 @@ pub fn solve_full(
             .map(|g| ClientGroupOverride {
                 group: g.name.clone(),
                 cidrs: g.cidrs.clone(),
+                asns: g.asns.clone(),
             })
             .collect(),
         accounts: world.accounts.iter().map(httpdns_account).collect(),

@@ -320,6 +320,7 @@ fn probe_text(p: &crate::world::ProbeSpec) -> String {
 
 fn group_details(d: &mut Details, o: &ClientGroup, n: &ClientGroup) {
     d.field("cidrs", &List(&o.cidrs), &List(&n.cidrs));
+    d.field("asns", &List(&o.asns), &List(&n.asns));
     d.field("region", &o.region, &n.region);
 }
 
@@ -357,11 +358,18 @@ impl fmt::Display for OptLocation {
 }
 
 #[derive(PartialEq)]
-struct List<'a>(&'a [String]);
+struct List<'a, T>(&'a [T]);
 
-impl fmt::Display for List<'_> {
+impl<T: fmt::Display> fmt::Display for List<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}]", self.0.join(", "))
+        f.write_str("[")?;
+        for (i, item) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{item}")?;
+        }
+        f.write_str("]")
     }
 }
 

@@ -303,14 +303,20 @@ pub struct Endpoint {
     pub capacity: Option<f64>,
 }
 
-/// A CIDR override group.
+/// A client group defined by prefixes (CIDR overrides), AS numbers, or both.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientGroup {
     /// Unique name.
     pub name: String,
     /// Prefixes whose clients belong to this group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cidrs: Vec<String>,
+    /// Autonomous system numbers whose clients belong to this group, as the frontends' ASN
+    /// database (`--asn-db`) maps client addresses. A matching prefix of any group wins over
+    /// an AS number, so a CIDR override can carve an exception out of an ASN group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub asns: Vec<u32>,
     /// The region whose centre stands for these clients' location.
     pub region: String,
     /// Declared demand, queries per second: a floor under the rate the frontends observe.

@@ -51,6 +51,32 @@ fn the_example_world_parses_and_is_normalized() {
     assert_eq!(world.pop("fra1").unwrap().labels["provider"], "acme");
 }
 
+#[test]
+fn client_groups_may_name_as_numbers_instead_of_or_besides_prefixes() {
+    let only = parse(&edit(
+        "cidrs = [\"198.51.100.0/24\", \"2001:DB8:1::/48\"]",
+        "asns = [3320, 64512]",
+    ))
+    .unwrap();
+    let group = &only.world.client_groups[0];
+    assert_eq!(group.asns, [3320, 64512]);
+    assert!(group.cidrs.is_empty());
+    let exported = to_toml(&only.world);
+    assert!(!exported.contains("cidrs"), "{exported}");
+    assert_eq!(parse(&exported).unwrap().world, only.world);
+
+    let both = parse(&edit(
+        "cidrs = [\"198.51.100.0/24\", \"2001:DB8:1::/48\"]",
+        "cidrs = [\"198.51.100.0/24\"]\nasns = [4200000000]",
+    ))
+    .unwrap();
+    let group = &both.world.client_groups[0];
+    assert_eq!(group.cidrs, ["198.51.100.0/24"]);
+    assert_eq!(group.asns, [4_200_000_000]);
+    // A group without AS numbers exports without the key.
+    assert!(!to_toml(&parse(WORLD).unwrap().world).contains("asns"));
+}
+
 /// Asserts that `text` fails with exactly `world.toml:<line of needle>:<col>: <rest>`.
 fn assert_error_at(text: &str, needle: &str, column: usize, rest: &str) {
     let expected = format!("world.toml:{}:{column}: {rest}", line_of(text, needle));
@@ -233,7 +259,42 @@ fn semantic_errors_give_position_and_field_path() {
             "cidrs = []",
             "cidrs = []",
             9,
-            "client_groups[0].cidrs: must list at least one prefix",
+            "client_groups[0].cidrs: must list at least one prefix (or AS number in asns)",
+        ),
+        (
+            "cidrs = [\"198.51.100.0/24\", \"2001:DB8:1::/48\"]",
+            "asns = [3320, 0]",
+            "0]",
+            15,
+            "client_groups[0].asns[1]: AS 0 is reserved (RFC 7607) and never announced",
+        ),
+        (
+            "cidrs = [\"198.51.100.0/24\", \"2001:DB8:1::/48\"]",
+            "asns = [23456]",
+            "23456",
+            9,
+            "client_groups[0].asns[0]: AS 23456 is AS_TRANS (RFC 6793), a placeholder shared by many networks",
+        ),
+        (
+            "cidrs = [\"198.51.100.0/24\", \"2001:DB8:1::/48\"]",
+            "asns = [3320, 64512, 3320]",
+            "3320]",
+            22,
+            "client_groups[0].asns[2]: AS3320 is listed twice",
+        ),
+        (
+            "cidrs = [\"198.51.100.0/24\", \"2001:DB8:1::/48\"]",
+            "asns = [3320]\n\n[[client_groups]]\nname = \"isp\"\nregion = \"us\"\nasns = [64512, 3320]",
+            ", 3320]",
+            16,
+            "client_groups[1].asns[1]: AS3320 is already in client group office",
+        ),
+        (
+            "cidrs = [\"198.51.100.0/24\", \"2001:DB8:1::/48\"]",
+            "asns = [-5]",
+            "asns",
+            9,
+            "client_groups[0].asns[0]: invalid value: integer `-5`, expected u32",
         ),
         (
             "demand = [\"eu\", \"us\"]",

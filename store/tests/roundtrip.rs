@@ -68,7 +68,7 @@ prop_compose! {
         zones in vec(vec(record(), 0..8), 1..3),
         services in vec((0..2usize, prop::option::of(any::<u32>().prop_map(|t| t % 86_400)),
             prop::option::of(1..8u32), any::<bool>(), vec(any::<u16>(), 0..4), labels()), 0..4),
-        groups in vec((vec(any::<[u8; 3]>(), 1..3), 0..4usize), 0..3),
+        groups in vec((vec(any::<[u8; 3]>(), 0..3), 0..4usize, vec(1..1000u32, 0..3)), 0..3),
         defaults in (1..100_000u32, 1..8u32, prop::option::of(location()), 0.1..=90.0f64),
         health in (50..10_000u32, 10..5_000u32, 1..10u32, 1..10u32),
         accounts in btree_map("[A-Za-z0-9_-]{1,12}", ("[!-~]{0,16}", any::<bool>()), 0..3),
@@ -129,16 +129,25 @@ prop_compose! {
         let client_groups: Vec<ClientGroup> = groups
             .into_iter()
             .enumerate()
-            .map(|(i, (nets, region))| {
+            .map(|(i, (nets, region, asns))| {
                 let mut cidrs: Vec<String> = nets
                     .iter()
                     .enumerate()
                     .map(|(j, n)| format!("{}.{}.{}.0/24", 100 + i * 10 + j, n[1], n[2]))
                     .collect();
                 cidrs.dedup();
+                // Distinct across groups (4-byte private range, one block per group), and
+                // at least one prefix or AS number per group.
+                let mut asns: Vec<u32> = asns.iter().map(|a| 4_200_000_000 + i as u32 * 1000 + a).collect();
+                asns.sort_unstable();
+                asns.dedup();
+                if cidrs.is_empty() && asns.is_empty() {
+                    asns.push(64_512 + i as u32);
+                }
                 ClientGroup {
                     name: format!("group{i}"),
                     cidrs,
+                    asns,
                     region: regions[region % regions.len()].name.clone(),
                     demand: (i % 2 == 0).then_some(12.5 * i as f64),
                 }

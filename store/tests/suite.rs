@@ -159,6 +159,7 @@ suite!(
     placements_and_site_status_round_trip,
     placement_risk_is_replaced_per_service_and_released_with_the_placement,
     another_node_sees_the_new_version,
+    asn_client_groups_round_trip,
 );
 
 fn world() -> World {
@@ -194,6 +195,48 @@ async fn apply_then_load_gives_the_same_world(db: &TestDb) {
         "{lines:?}"
     );
     assert_eq!(store.load_world().await.unwrap(), (world, 1));
+}
+
+async fn asn_client_groups_round_trip(db: &TestDb) {
+    let store = db.open().await;
+    let with_asns = |asns: &str| {
+        parse(&format!(
+            "{WORLD}\n[[client_groups]]\nname = \"isp\"\nregion = \"us\"\nasns = {asns}\n"
+        ))
+        .expect("fixture parses")
+        .world
+    };
+    let world = with_asns("[3320, 4200000000]");
+    store.apply_world(&world, "alice", false).await.unwrap();
+    let (loaded, version) = store.load_world().await.unwrap();
+    assert_eq!(loaded, world);
+    let isp = loaded
+        .client_groups
+        .iter()
+        .find(|g| g.name == "isp")
+        .unwrap();
+    assert_eq!(isp.asns, [3320, 4_200_000_000]);
+    assert!(isp.cidrs.is_empty());
+    // Groups without AS numbers load with none.
+    let office = loaded
+        .client_groups
+        .iter()
+        .find(|g| g.name == "office")
+        .unwrap();
+    assert!(office.asns.is_empty());
+
+    let changed = with_asns("[3320]");
+    let outcome = store.apply_world(&changed, "alice", false).await.unwrap();
+    assert_eq!(outcome.config_version, version + 1);
+    let lines: Vec<String> = outcome.changes.iter().map(ToString::to_string).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("client_group isp")
+                && l.contains("asns [3320, 4200000000] -> [3320]")),
+        "{lines:?}"
+    );
+    assert_eq!(store.load_world().await.unwrap(), (changed, version + 1));
 }
 
 async fn versions_bump_once_per_change_and_never_on_no_op_or_dry_run(db: &TestDb) {

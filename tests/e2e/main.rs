@@ -1,6 +1,7 @@
 //! End-to-end tests: the real servers on ephemeral ports (and the real binary), spoken to
 //! with real DNS packets, HTTP requests and gRPC calls. One test binary, one link step.
 
+mod asn;
 mod binary;
 mod config;
 mod demand;

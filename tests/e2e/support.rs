@@ -178,6 +178,7 @@ pub fn options(dir: &Path, config: &Path) -> ServeOptions {
         scheduler_url: None,
         token: None,
         geoip: Some(geoip),
+        asn_db: None,
         data_dir: dir.to_path_buf(),
         node_name: "test".into(),
         dns_limits: Default::default(),

@@ -238,6 +238,28 @@ async fn not_ready_until_the_first_snapshot() {
     http.stop().await;
 }
 
+#[tokio::test]
+async fn d_ip_picks_the_same_client_group_as_dns_including_asn_groups() {
+    let engine = Engine::with_asn(Some(geo_db()), Some(asn_db()));
+    engine.install(&asn_snapshot(1)).unwrap();
+    let http = HttpServer::start(engine).await;
+    for (ip, want) in [
+        // AS64500: the ASN group, over the Paris GeoIP cell.
+        ("198.51.97.1", "192.0.2.40"),
+        // The "office" override inside AS64500's network.
+        ("203.0.113.130", "192.0.2.30"),
+        // No AS: the Frankfurt GeoIP cell.
+        ("198.51.100.7", "192.0.2.10"),
+    ] {
+        let (status, body) = http
+            .get(&format!("/d?host=www.demo.isobar.test&ip={ip}"))
+            .await;
+        assert_eq!(status, 200, "{ip}: {body}");
+        assert_eq!(body["ips"][0], json!(want), "{ip}: {body}");
+    }
+    http.stop().await;
+}
+
 // === The Alibaba dialect: /{account}/... ===
 
 const SECRET: &str = "IAmASecret";

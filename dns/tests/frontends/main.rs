@@ -1,6 +1,7 @@
 //! Frontend tests over real sockets: DNS (UDP/TCP), HTTPDNS, the gRPC subscriber, and
 //! snapshot validation. One binary, so the suite links once.
 
+mod asn;
 mod dns;
 mod doh;
 mod dynamic;

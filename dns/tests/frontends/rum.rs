@@ -87,8 +87,8 @@ impl Stage {
     /// `forward`, the forwarder sending to a real Telemetry server every 50 ms (else nobody
     /// drains the queue).
     async fn start(capacity: usize, forward: bool) -> Self {
-        let engine = Engine::new(Some(geo_db()));
-        let mut snap = snapshot(1, "192.0.2.1");
+        let engine = Engine::with_asn(Some(geo_db()), Some(asn_db()));
+        let mut snap = asn_snapshot(1);
         snap.accounts = vec![
             HttpdnsAccount {
                 id: "100000".into(),
@@ -219,8 +219,9 @@ async fn eventually(mut check: impl FnMut() -> bool) {
 async fn reports_are_labelled_with_the_client_group_and_forwarded_in_batches() {
     let stage = Stage::start(rum::QUEUE_CAPACITY, true).await;
 
-    // Frankfurt (GeoIP cell), the "office" CIDR override, no location, and the TCP peer
-    // (127.0.0.1: New York in the fixture database).
+    // Frankfurt (GeoIP cell), the "office" CIDR override, the "isp" ASN group, no location
+    // (in an AS no group lists), and the TCP peer (127.0.0.1: New York in the fixture
+    // database).
     let frankfurt = format!(
         "cell:{}",
         cell_index(CELL_DEGREES, FRANKFURT.0, FRANKFURT.1)
@@ -232,6 +233,7 @@ async fn reports_are_labelled_with_the_client_group_and_forwarded_in_batches() {
     let cases = [
         ("&ip=198.51.100.7", frankfurt.as_str(), "192.0.2.10"),
         ("&ip=100.64.1.1", "group:office", "192.0.2.30"),
+        ("&ip=198.51.97.1", "group:isp", "192.0.2.40"),
         ("&ip=192.0.2.99", "unknown", "2001:db8::1"),
         ("", new_york.as_str(), "192.0.2.20"),
     ];
@@ -248,7 +250,7 @@ async fn reports_are_labelled_with_the_client_group_and_forwarded_in_batches() {
             "{body}"
         );
     }
-    eventually(|| stage.samples().len() == 12).await;
+    eventually(|| stage.samples().len() == 15).await;
     for (_, group, target) in &cases {
         let mine: Vec<_> = stage
             .samples()
@@ -274,7 +276,7 @@ async fn reports_are_labelled_with_the_client_group_and_forwarded_in_batches() {
             .await;
         assert_eq!(status, 202);
     }
-    eventually(|| stage.samples().len() == 1512).await;
+    eventually(|| stage.samples().len() == 1515).await;
     {
         let calls = stage.recorder.calls.lock().unwrap();
         assert!(calls.iter().all(|(_, r)| r.samples.len() <= rum::MAX_BATCH));
@@ -289,14 +291,14 @@ async fn reports_are_labelled_with_the_client_group_and_forwarded_in_batches() {
     assert_eq!(status, 202);
 
     let stats = stage.queue.stats();
-    eventually(|| stats.samples_sent() + stats.samples_refused() == 1513).await;
-    assert_eq!(stats.accepted(), 20);
+    eventually(|| stats.samples_sent() + stats.samples_refused() == 1516).await;
+    assert_eq!(stats.accepted(), 21);
     let page = stats.render_prometheus();
     assert!(
-        page.contains("isobar_rum_reports_total{code=\"Accepted\"} 20"),
+        page.contains("isobar_rum_reports_total{code=\"Accepted\"} 21"),
         "{page}"
     );
-    assert!(page.contains("isobar_rum_forwarded_samples_total{outcome=\"queued\"} 1513"));
+    assert!(page.contains("isobar_rum_forwarded_samples_total{outcome=\"queued\"} 1516"));
     stage.stop().await;
 }
 

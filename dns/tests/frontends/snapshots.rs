@@ -120,6 +120,7 @@ fn override_defects() {
         s.overrides.push(ClientGroupOverride {
             group: "lab".into(),
             cidrs: vec!["100.64.0.0/10".into()],
+            asns: Vec::new(),
         })
     });
     assert!(message(&e).contains("also listed by group office"), "{e}");

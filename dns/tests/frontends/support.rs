@@ -1,4 +1,5 @@
-//! Fixtures shared by the frontend tests: a GeoIP database, snapshots, and a DNS client.
+//! Fixtures shared by the frontend tests: GeoIP and ASN databases, snapshots, and a DNS
+//! client.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +12,7 @@ use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, CNAME, MX, NS, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
-use isobar_dns::{DnsLimits, DnsServer, Engine, GeoDb};
+use isobar_dns::{AsnDb, DnsLimits, DnsServer, Engine, GeoDb};
 use isobar_proto::geo::{cell_count, cell_index};
 use isobar_proto::v1::{AnswerSet, ClientGroupOverride, GeoGrid, ServiceMap, Snapshot, ZoneData};
 use serde::Serialize;
@@ -84,6 +85,65 @@ pub fn geo_db() -> Arc<GeoDb> {
             .unwrap();
     }
     Arc::new(GeoDb::from_bytes(w.to_bytes().unwrap()).unwrap())
+}
+
+/// Answer index of the "isp" ASN group in [`asn_snapshot`].
+pub const ISP: u32 = 4;
+
+#[derive(Serialize)]
+struct AsRecord {
+    autonomous_system_number: u32,
+    autonomous_system_organization: &'static str,
+}
+
+/// The networks of [`asn_db`]: (prefix, AS number).
+pub const ASN_NETS: &[(&str, u32)] = &[
+    // Holds the whole Paris GeoIP /24.
+    ("198.51.96.0/22", 64500),
+    // The upper half of the Frankfurt GeoIP /24.
+    ("198.51.100.128/25", 64501),
+    // Holds the New York GeoIP /24, and with it the "office" override 203.0.113.128/25.
+    ("203.0.113.0/24", 64500),
+    ("2001:db8:8000::/33", 64500),
+    // An AS no client group lists.
+    ("192.0.2.0/24", 64999),
+];
+
+/// A GeoLite2-ASN-shaped MMDB (IPv6 tree, IPv4 aliased like the real databases) holding
+/// [`ASN_NETS`].
+pub fn asn_db_bytes() -> Vec<u8> {
+    let mut w = mmdb_writer::Writer::new("GeoLite2-ASN");
+    for &(net, asn) in ASN_NETS {
+        let record = AsRecord {
+            autonomous_system_number: asn,
+            autonomous_system_organization: "Example Networks",
+        };
+        w.insert(net.parse::<ipnet::IpNet>().unwrap(), &record)
+            .unwrap();
+    }
+    w.to_bytes().unwrap()
+}
+
+pub fn asn_db() -> Arc<AsnDb> {
+    Arc::new(AsnDb::from_bytes(asn_db_bytes()).unwrap())
+}
+
+/// [`snapshot`] plus the ASN group "isp" (AS64500 and AS64501), answered 192.0.2.40 by
+/// every service.
+pub fn asn_snapshot(version: u64) -> Snapshot {
+    let mut s = snapshot(version, "192.0.2.1");
+    s.overrides.push(ClientGroupOverride {
+        group: "isp".into(),
+        cidrs: Vec::new(),
+        asns: vec![64500, 64501],
+    });
+    for service in &mut s.services {
+        service
+            .answers
+            .push(answer(&["192.0.2.40"], &["2001:db8::40"], "isp"));
+        service.group_answers.insert("isp".into(), ISP);
+    }
+    s
 }
 
 pub fn name(s: &str) -> Name {
@@ -198,6 +258,7 @@ pub fn snapshot(version: u64, default_v4: &str) -> Snapshot {
         overrides: vec![ClientGroupOverride {
             group: "office".into(),
             cidrs: vec!["203.0.113.128/25".into(), "100.64.0.0/10".into()],
+            asns: Vec::new(),
         }],
         ..Default::default()
     }

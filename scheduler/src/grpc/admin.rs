@@ -18,11 +18,21 @@ pub(super) struct AdminService {
     scheduler: Arc<Scheduler>,
     /// The GeoIP database explain locates clients with (the frontends' one).
     geo: Option<Arc<isobar_dns::GeoDb>>,
+    /// The ASN database explain matches ASN client groups with (the frontends' one).
+    asn: Option<Arc<isobar_dns::AsnDb>>,
 }
 
 impl AdminService {
-    pub(super) fn new(scheduler: Arc<Scheduler>, geo: Option<Arc<isobar_dns::GeoDb>>) -> Self {
-        Self { scheduler, geo }
+    pub(super) fn new(
+        scheduler: Arc<Scheduler>,
+        geo: Option<Arc<isobar_dns::GeoDb>>,
+        asn: Option<Arc<isobar_dns::AsnDb>>,
+    ) -> Self {
+        Self {
+            scheduler,
+            geo,
+            asn,
+        }
     }
 }
 
@@ -207,9 +217,9 @@ impl Admin for AdminService {
         )
         .map_err(explain_status)?;
         let scheduler = Arc::clone(&self.scheduler);
-        let geo = self.geo.clone();
+        let (geo, asn) = (self.geo.clone(), self.asn.clone());
         // Building an engine over the snapshot is CPU work: keep it off the async workers.
-        tokio::task::spawn_blocking(move || scheduler.explain(geo, &query))
+        tokio::task::spawn_blocking(move || scheduler.explain(geo, asn, &query))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map(Response::new)

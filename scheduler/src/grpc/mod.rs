@@ -50,17 +50,18 @@ pub async fn serve_tls(
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with_geo(listener, scheduler, token, tls, None, shutdown).await
+    serve_with_geo(listener, scheduler, token, tls, None, None, shutdown).await
 }
 
-/// [`serve_tls`], with the GeoIP database `Admin.Explain` locates clients with: give it
-/// the frontends' database so explain answers exactly as they do.
+/// [`serve_tls`], with the GeoIP and ASN databases `Admin.Explain` locates clients with:
+/// give it the frontends' databases so explain answers exactly as they do.
 pub async fn serve_with_geo(
     listener: TcpListener,
     scheduler: Arc<Scheduler>,
     token: Option<String>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     geo: Option<Arc<isobar_dns::GeoDb>>,
+    asn: Option<Arc<isobar_dns::AsnDb>>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let auth = BearerAuth::new(token);
@@ -101,7 +102,7 @@ pub async fn serve_with_geo(
         placement::PlacementService::new(Arc::clone(&scheduler), shutdown.clone()),
         auth.clone(),
     );
-    let admin = AdminServer::new(admin::AdminService::new(Arc::clone(&scheduler), geo))
+    let admin = AdminServer::new(admin::AdminService::new(Arc::clone(&scheduler), geo, asn))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let admin = tonic::service::interceptor::InterceptedService::new(admin, auth);
 

@@ -2,9 +2,10 @@
 //! PoPs, regions or endpoints failed.
 //!
 //! Explain answers with the frontends' own selection code: it installs the scheduler's
-//! current snapshot into a private [`isobar_dns::Engine`] (with the GeoIP database the
-//! scheduler was started with) and calls `resolve_service`, so its answer equals a
-//! frontend's bit for bit; the costs, capacities and weights beside it come from the same
+//! current snapshot into a private [`isobar_dns::Engine`] (with the GeoIP and ASN databases
+//! the scheduler was started with) and calls `resolve_service`, so its answer equals a
+//! frontend's with the same databases bit for bit (without an ASN database it says so rather
+//! than guess at ASN groups); the costs, capacities and weights beside it come from the same
 //! inputs and solver state the snapshot was solved from. What-if re-solves a copy of the
 //! inputs with the failed endpoints down and the live state as `previous`, and never writes
 //! anything back.
@@ -13,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use isobar_dns::{ClientKey, Decision, EcsSubnet, Engine, GeoDb};
+use isobar_dns::{AsnDb, ClientKey, Decision, EcsSubnet, Engine, GeoDb};
 use isobar_proto::v1::{
     ExplainAnswer, ExplainGray, ExplainGroup, ExplainGuard, ExplainPop, ExplainWeight, Explanation,
     Snapshot, WhatIfGroup, WhatIfPop, WhatIfResult, WhatIfService,
@@ -116,13 +117,15 @@ pub struct View<'a> {
     pub state: &'a SteeringState,
 }
 
-/// Explains `query` over `view`, locating clients with `geo` like the frontends do.
+/// Explains `query` over `view`, locating clients with `geo` and matching ASN groups with
+/// `asn` like the frontends do.
 pub fn explain(
     view: &View<'_>,
     geo: Option<Arc<GeoDb>>,
+    asn: Option<Arc<AsnDb>>,
     query: &ExplainQuery,
 ) -> Result<Explanation, ExplainError> {
-    let engine = Engine::new(geo);
+    let engine = Engine::with_asn(geo, asn);
     engine
         .install(view.snapshot)
         .map_err(|e| ExplainError::Snapshot(e.to_string()))?;
@@ -156,6 +159,10 @@ pub fn explain(
         Decision::Override(i) => (
             format!("group:{}", override_names(view.snapshot)[i as usize]),
             "override",
+        ),
+        Decision::Asn(i) => (
+            format!("group:{}", override_names(view.snapshot)[i as usize]),
+            "asn",
         ),
         Decision::GeoCell(cell) => (format!("cell:{cell}"), "geoip"),
         // One answer for every location: the client's cell (when located) was solved like
@@ -292,6 +299,7 @@ pub fn explain(
     });
 
     let demand = demand_of(view.world, view.inputs, &service.name);
+    let asn_of = engine.asn().and_then(|db| db.describe(addr));
     Ok(Explanation {
         service: service.name.clone(),
         snapshot_version: view.snapshot.version,
@@ -312,8 +320,15 @@ pub fn explain(
             lon: location.map_or(0.0, |l| l.1),
             prefix_len: match answer.decision() {
                 Decision::Override(_) => u32::from(answer.scope_prefix()),
+                Decision::Asn(_) => engine
+                    .asn()
+                    .map_or(0, |db| u32::from(db.lookup(addr).prefix_len)),
                 _ => located.map_or(0, |l| u32::from(l.prefix_len)),
             },
+            asn: asn_of.as_ref().map_or(0, |a| a.0),
+            asn_organization: asn_of.and_then(|a| a.1).unwrap_or_default(),
+            asn_db_missing: engine.asn().is_none()
+                && view.snapshot.overrides.iter().any(|o| !o.asns.is_empty()),
         }),
         pops,
         weights: named_weights(view.world, &weights),
@@ -630,9 +645,10 @@ impl crate::Scheduler {
     pub fn explain(
         &self,
         geo: Option<Arc<GeoDb>>,
+        asn: Option<Arc<AsnDb>>,
         query: &ExplainQuery,
     ) -> Result<Explanation, ExplainError> {
-        self.with_live_view(|view| explain(view, geo, query))
+        self.with_live_view(|view| explain(view, geo, asn, query))
     }
 
     /// [`what_if`] over the scheduler's current inputs and state; changes nothing.

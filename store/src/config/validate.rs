@@ -14,6 +14,10 @@ use crate::world::{World, Zone};
 /// The largest TTL RFC 2181 §8 allows.
 const MAX_TTL: u32 = 0x7fff_ffff;
 
+/// The 2-byte AS number that stands in for any 4-byte one (RFC 6793); an ASN database may
+/// map it to many unrelated networks, so it never names a client group.
+const AS_TRANS: u32 = 23456;
+
 /// A rule the world breaks, and where.
 #[derive(Debug, Clone)]
 pub(crate) struct Invalid {
@@ -469,6 +473,7 @@ fn check_services(
 fn check_client_groups(world: &World, regions: &BTreeSet<&str>) -> Result<(), Invalid> {
     let mut names = BTreeSet::new();
     let mut owners: BTreeMap<IpNet, &str> = BTreeMap::new();
+    let mut asn_owners: BTreeMap<u32, &str> = BTreeMap::new();
     for (i, group) in world.client_groups.iter().enumerate() {
         let path = FieldPath::new("client_groups").index(i);
         check_plain_name(path.key("name"), &group.name)?;
@@ -479,8 +484,32 @@ fn check_client_groups(world: &World, regions: &BTreeSet<&str>) -> Result<(), In
                 format!("unknown region {}", group.region),
             );
         }
-        if group.cidrs.is_empty() {
-            return invalid(path.key("cidrs"), "must list at least one prefix");
+        if group.cidrs.is_empty() && group.asns.is_empty() {
+            return invalid(
+                path.key("cidrs"),
+                "must list at least one prefix (or AS number in asns)",
+            );
+        }
+        for (j, &asn) in group.asns.iter().enumerate() {
+            let at = path.key("asns").index(j);
+            match asn {
+                0 => return invalid(at, "AS 0 is reserved (RFC 7607) and never announced"),
+                AS_TRANS => {
+                    return invalid(
+                        at,
+                        "AS 23456 is AS_TRANS (RFC 6793), a placeholder shared by many networks",
+                    );
+                }
+                _ => {}
+            }
+            if let Some(other) = asn_owners.insert(asn, &group.name) {
+                let message = if other == group.name {
+                    format!("AS{asn} is listed twice")
+                } else {
+                    format!("AS{asn} is already in client group {other}")
+                };
+                return invalid(at, message);
+            }
         }
         for (j, cidr) in group.cidrs.iter().enumerate() {
             let at = path.key("cidrs").index(j);

@@ -149,10 +149,12 @@ async fn read_world(conn: &mut Conn) -> Result<World, StoreError> {
         .fetch_all(&mut *conn)
         .await
         .context("load world: endpoints")?,
-        client_groups: sqlx::query_as("SELECT name, cidrs, region, demand FROM client_groups")
-            .fetch_all(&mut *conn)
-            .await
-            .context("load world: client groups")?,
+        client_groups: sqlx::query_as(
+            "SELECT name, cidrs, region, demand, asns FROM client_groups",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .context("load world: client groups")?,
     };
     rows.into_world()
 }
@@ -248,14 +250,16 @@ async fn write_world(conn: &mut Conn, world: &World) -> Result<(), StoreError> {
         .await
         .context("apply world: insert endpoint")?;
     }
-    for (name, cidrs, region, demand) in rows.client_groups {
+    for (name, cidrs, region, demand, asns) in rows.client_groups {
         sqlx::query(
-            "INSERT INTO client_groups (name, cidrs, region, demand) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO client_groups (name, cidrs, region, demand, asns) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(name)
         .bind(cidrs)
         .bind(region)
         .bind(demand)
+        .bind(asns)
         .execute(&mut *conn)
         .await
         .context("apply world: insert client group")?;

@@ -41,8 +41,8 @@ pub(crate) type EndpointRow = (
     Option<String>,
     Option<f64>,
 );
-/// name, cidrs, region, demand.
-pub(crate) type ClientGroupRow = (String, String, String, Option<f64>);
+/// (name, cidrs JSON, region, declared demand, AS numbers JSON).
+pub(crate) type ClientGroupRow = (String, String, String, Option<f64>, String);
 
 /// Every row of the world tables.
 #[derive(Debug, Default)]
@@ -123,6 +123,7 @@ impl WorldRows {
                 to_json(&g.cidrs)?,
                 g.region.clone(),
                 g.demand,
+                to_json(&g.asns)?,
             ));
         }
         Ok(rows)
@@ -197,9 +198,10 @@ impl WorldRows {
                 name,
             });
         }
-        for (name, cidrs, region, demand) in self.client_groups {
+        for (name, cidrs, region, demand, asns) in self.client_groups {
             world.client_groups.push(ClientGroup {
                 cidrs: from_json("client_groups", &cidrs)?,
+                asns: from_json("client_groups", &asns)?,
                 name,
                 region,
                 demand,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use isobar_dns::{ClientKey, Engine, GeoDb};
+use isobar_dns::{AsnDb, ClientKey, Decision, Engine, GeoDb};
 use isobar_store::world::World;
 
 use super::*;
@@ -39,6 +39,7 @@ fn loaded_world(capacity: u64, demand: f64) -> World {
     w.client_groups.push(isobar_store::world::ClientGroup {
         name: "berlin-office".into(),
         cidrs: vec!["192.0.2.128/25".into()],
+        asns: Vec::new(),
         region: "eu".into(),
         demand: Some(demand),
     });
@@ -67,6 +68,18 @@ fn query(client: &str, ecs: &str, device: &str) -> ExplainQuery {
     ExplainQuery::parse("WWW.example.test", client, ecs, device).expect("query")
 }
 
+/// The key a frontend would see for `q` (no device).
+fn client_key(q: &ExplainQuery) -> ClientKey {
+    ClientKey {
+        source: q.client,
+        subnet: q.ecs.map(|(addr, source_prefix)| isobar_dns::EcsSubnet {
+            addr,
+            source_prefix,
+        }),
+        device: None,
+    }
+}
+
 #[test]
 fn berlin_client_is_located_and_steered_to_the_cheapest_pop() {
     let w = world();
@@ -75,6 +88,7 @@ fn berlin_client_is_located_and_steered_to_the_cheapest_pop() {
     let e = explain(
         &view(&w, &inputs, &s),
         Some(geo()),
+        None,
         &query("192.0.2.7", "", ""),
     )
     .unwrap();
@@ -118,15 +132,8 @@ fn the_answer_is_the_frontend_engines_answer() {
         ("100.64.0.1", ""),
     ] {
         let q = query(client, ecs, "");
-        let e = explain(&view(&w, &inputs, &s), Some(geo()), &q).unwrap();
-        let key = ClientKey {
-            source: q.client,
-            subnet: q.ecs.map(|(addr, source_prefix)| isobar_dns::EcsSubnet {
-                addr,
-                source_prefix,
-            }),
-            device: None,
-        };
+        let e = explain(&view(&w, &inputs, &s), Some(geo()), None, &q).unwrap();
+        let key = client_key(&q);
         let direct = engine.resolve_service("www.example.test.", key).unwrap();
         let answer = e.answer.unwrap();
         let v4: Vec<String> = direct.ipv4().iter().map(ToString::to_string).collect();
@@ -142,7 +149,7 @@ fn override_and_unknown_clients_name_their_group() {
     let inputs = Inputs::default();
     let s = solved(&w, &inputs);
     let v = view(&w, &inputs, &s);
-    let office = explain(&v, Some(geo()), &query("10.1.2.3", "", "")).unwrap();
+    let office = explain(&v, Some(geo()), None, &query("10.1.2.3", "", "")).unwrap();
     let g = office.group.unwrap();
     assert_eq!(
         (g.label.as_str(), g.decided_by.as_str()),
@@ -152,13 +159,96 @@ fn override_and_unknown_clients_name_their_group() {
     assert_eq!(office.pops[0].pop, "sin1");
     assert_eq!(office.answer.unwrap().pops[0], "sin1");
 
-    let nowhere = explain(&v, Some(geo()), &query("100.64.0.1", "", "")).unwrap();
+    let nowhere = explain(&v, Some(geo()), None, &query("100.64.0.1", "", "")).unwrap();
     let g = nowhere.group.unwrap();
     assert_eq!(
         (g.label.as_str(), g.decided_by.as_str()),
         ("unknown", "default")
     );
     assert!(!g.located);
+}
+
+/// AS64500 holds the New York GeoIP network; AS64999 (no group) the Singapore one.
+fn asn() -> Arc<AsnDb> {
+    let mut writer = mmdb_writer::Writer::new("GeoLite2-ASN");
+    for (cidr, asn) in [("198.51.100.0/24", 64500), ("203.0.113.0/24", 64999)] {
+        // A struct, not `json!`: the number must be an MMDB uint32, as in the real databases.
+        #[derive(serde::Serialize)]
+        struct As {
+            autonomous_system_number: u32,
+            autonomous_system_organization: &'static str,
+        }
+        let record = As {
+            autonomous_system_number: asn,
+            autonomous_system_organization: "Example Transit",
+        };
+        writer
+            .insert(cidr.parse::<ipnet::IpNet>().unwrap(), &record)
+            .expect("insert");
+    }
+    Arc::new(AsnDb::from_bytes(writer.to_bytes().expect("mmdb")).expect("asn"))
+}
+
+#[test]
+fn an_asn_group_decides_when_the_asn_database_is_given_and_is_named_missing_otherwise() {
+    let mut w = world();
+    w.client_groups.push(isobar_store::world::ClientGroup {
+        name: "transit".into(),
+        cidrs: Vec::new(),
+        asns: vec![64500],
+        region: "eu".into(),
+        demand: Some(40.0),
+    });
+    w.normalize();
+    let inputs = Inputs::default();
+    let s = solved(&w, &inputs);
+    // The snapshot carries the group's AS numbers to the frontends.
+    let transit = s.snapshot.overrides.iter().find(|o| o.group == "transit");
+    assert_eq!(transit.unwrap().asns, [64500]);
+    let v = view(&w, &inputs, &s);
+    let q = query("127.0.0.1", "198.51.100.0/24", "");
+
+    let e = explain(&v, Some(geo()), Some(asn()), &q).unwrap();
+    let g = e.group.as_ref().unwrap();
+    assert_eq!(
+        (g.label.as_str(), g.decided_by.as_str()),
+        ("group:transit", "asn")
+    );
+    assert_eq!(
+        (g.asn, g.asn_organization.as_str()),
+        (64500, "Example Transit")
+    );
+    assert_eq!(g.prefix_len, 24);
+    assert!(!g.asn_db_missing);
+    assert_eq!(g.demand, 40.0);
+    // The group stands at the eu region's centre, though GeoIP puts the client in New York.
+    assert_eq!(e.pops[0].pop, "fra1");
+    let answer = e.answer.as_ref().unwrap();
+    assert_eq!(answer.pops[0], "fra1");
+    let engine = Engine::with_asn(Some(geo()), Some(asn()));
+    engine.install(&s.snapshot).unwrap();
+    let key = client_key(&q);
+    let direct = engine.resolve_service("www.example.test.", key).unwrap();
+    assert_eq!(direct.decision(), Decision::Asn(1));
+    assert_eq!(answer.pops, direct.pops());
+    assert_eq!(answer.ecs_scope, u32::from(direct.scope_prefix()));
+
+    // An AS no group lists: GeoIP decides, and the AS is still shown.
+    let sg = explain(&v, Some(geo()), Some(asn()), &query("203.0.113.9", "", "")).unwrap();
+    let g = sg.group.unwrap();
+    assert_eq!((g.decided_by.as_str(), g.asn), ("geoip", 64999));
+
+    // Without the ASN database explain cannot see ASN groups, and says so.
+    let blind = explain(&v, Some(geo()), None, &q).unwrap();
+    let g = blind.group.unwrap();
+    assert_eq!(g.decided_by, "geoip");
+    assert!(g.asn_db_missing);
+    assert_eq!(g.asn, 0);
+    // Without ASN groups in the snapshot, a missing database is no gap.
+    let plain = world();
+    let s = solved(&plain, &inputs);
+    let e = explain(&view(&plain, &inputs, &s), Some(geo()), None, &q).unwrap();
+    assert!(!e.group.unwrap().asn_db_missing);
 }
 
 #[test]
@@ -188,7 +278,7 @@ fn bad_requests_name_the_field() {
     let v = view(&w, &inputs, &s);
     let q = ExplainQuery::parse("nope.example.test", "192.0.2.1", "", "").unwrap();
     assert!(matches!(
-        explain(&v, None, &q),
+        explain(&v, None, None, &q),
         Err(ExplainError::UnknownService(_))
     ));
     for bad in [
