@@ -215,6 +215,8 @@ fn build() -> World {
                 capacity: Vec::new(),
                 weights: profiles[s % profiles.len()],
                 demand,
+                exact: Vec::new(),
+                params: None,
             }
         })
         .collect();

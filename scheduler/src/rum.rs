@@ -484,6 +484,10 @@ impl ClientReports for RumView {
         let canonical = address.parse::<IpAddr>().ok()?.to_canonical().to_string();
         self.targets.get(&canonical).copied()
     }
+
+    fn groups(&self) -> Option<Vec<String>> {
+        Some(self.groups.keys().cloned().collect())
+    }
 }
 
 #[cfg(test)]
