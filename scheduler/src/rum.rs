@@ -542,6 +542,10 @@ mod tests {
         assert_eq!(view.rtt("cell:7", "sin1"), None);
         assert_eq!(view.rtt("cell:8", "fra1"), None);
         assert_eq!(view.len(), 3);
+        // The steering solve prices exactly the groups the view lists from their reports.
+        let mut groups = view.groups().expect("the view lists its groups");
+        groups.sort();
+        assert_eq!(groups, vec!["cell:7", "group:office"]);
     }
 
     #[test]
