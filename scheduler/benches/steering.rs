@@ -15,6 +15,10 @@ use std::sync::OnceLock;
 use isobar_scheduler::steering::assign::{Params, Planner, ServiceSpec};
 use isobar_scheduler::steering::cost::{CostWeights, LatencyModel, PopSignals};
 
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
+
 const METROS: usize = 50;
 const POPS_PER_METRO: usize = 10;
 const POPS: usize = METROS * POPS_PER_METRO;
@@ -72,28 +76,6 @@ struct World {
     solved: Planner,
     /// The PoP carrying the most (service, group) pairs.
     busiest: u32,
-}
-
-/// splitmix64: small, seeded, good enough for a synthetic world.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [lo, hi).
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 fn clamp_location(lat: f64, lon: f64) -> (f64, f64) {
@@ -215,6 +197,8 @@ fn build() -> World {
                 capacity: Vec::new(),
                 weights: profiles[s % profiles.len()],
                 demand,
+                exact: Vec::new(),
+                params: None,
             }
         })
         .collect();

@@ -484,6 +484,10 @@ impl ClientReports for RumView {
         let canonical = address.parse::<IpAddr>().ok()?.to_canonical().to_string();
         self.targets.get(&canonical).copied()
     }
+
+    fn groups(&self) -> Option<Vec<String>> {
+        Some(self.groups.keys().cloned().collect())
+    }
 }
 
 #[cfg(test)]
@@ -538,6 +542,10 @@ mod tests {
         assert_eq!(view.rtt("cell:7", "sin1"), None);
         assert_eq!(view.rtt("cell:8", "fra1"), None);
         assert_eq!(view.len(), 3);
+        // The steering solve prices exactly the groups the view lists from their reports.
+        let mut groups = view.groups().expect("the view lists its groups");
+        groups.sort();
+        assert_eq!(groups, vec!["cell:7", "group:office"]);
     }
 
     #[test]

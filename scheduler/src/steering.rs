@@ -7,9 +7,10 @@
 //! 1. the PoPs that may serve, after health and the failover guardrails ([`guard`]);
 //! 2. the client groups (grid cells, CIDR-override groups, `unknown`) with their demand,
 //!    observed by the frontends or declared;
-//! 3. the cost of every group at every PoP ([`cost`]: RTT estimated from geography and
+//! 3. the cost of each group at its near PoPs ([`cost`]: RTT estimated from geography and
 //!    measured PoP-to-PoP latency, replaced by client reports when there are enough, plus
-//!    loss and load penalties with the service's weights);
+//!    loss and load penalties with the service's weights), from one [`assign::Planner`]
+//!    whose nearest-PoP lists every service of the solve shares;
 //! 4. a capacity-aware assignment of the demand with hysteresis against the previous one
 //!    ([`assign`]), turned into weighted routes: a primary PoP, then fallbacks from other
 //!    failure domains ([`map`]).
@@ -36,11 +37,17 @@ use hickory_proto::serialize::binary::BinEncodable;
 use isobar_proto::v1::{ClientGroupOverride, GeoGrid, GrayRule, ServiceMap, Snapshot, ZoneData};
 use isobar_store::world::{AllDown, Endpoint, Service, World};
 
-use self::assign::Assignment;
+use self::assign::{Assignment, Params, Planner};
 use self::cost::{ClientReports, LatencyModel, NoReports, PopSignals};
 use self::gray::ArmHealth;
 use self::guard::{GuardState, PopHealth, PopState};
-use self::map::{ArmSolution, Groups, PopUse};
+use self::map::{ArmSolution, Groups, PopUse, Shared};
+
+/// How many lowest-RTT PoPs the solve's planner keeps per client group. A group's
+/// candidates and fallbacks come from this list while it holds enough serving PoPs, else
+/// from a bounded scan, so the figure trades list-building time against scans, never
+/// correctness.
+const NEAR_POPS: usize = 24;
 
 /// Why a world could not be turned into a snapshot. `isobar-store` validates configs before
 /// storing them, so this signals a bug or a corrupted store, not an operator mistake.
@@ -213,12 +220,50 @@ pub fn solve_with_ready(
 }
 
 /// The full solve: every service's arms, guardrails, gray rules and reports.
+///
+/// Every arm's assignment and fallback order come from one [`Planner`] built per solve: its
+/// nearest-PoP lists depend only on the groups' locations, the latency model and the PoP
+/// signals, which every service shares, so no arm prices every group at every PoP. A gray
+/// rule's canary arm is solved as its own planner service (its own serving set, capacity
+/// and previous assignment) on the same lists, as the baseline is.
 pub fn solve_full(
     world: &World,
     config_version: u64,
     inputs: &Inputs,
     reports: &dyn ClientReports,
     previous: Option<&SteeringState>,
+) -> Result<Solved, SolveError> {
+    solve_with(
+        world,
+        config_version,
+        inputs,
+        reports,
+        previous,
+        #[cfg(test)]
+        false,
+    )
+}
+
+/// [`solve_full`] pricing every group at every PoP and assigning with [`assign::assign`]:
+/// the reference the planner path must match.
+#[cfg(test)]
+pub(crate) fn solve_full_dense(
+    world: &World,
+    config_version: u64,
+    inputs: &Inputs,
+    reports: &dyn ClientReports,
+    previous: Option<&SteeringState>,
+) -> Result<Solved, SolveError> {
+    solve_with(world, config_version, inputs, reports, previous, true)
+}
+
+fn solve_with(
+    world: &World,
+    config_version: u64,
+    inputs: &Inputs,
+    reports: &dyn ClientReports,
+    previous: Option<&SteeringState>,
+    #[cfg(test)] dense: bool,
 ) -> Result<Solved, SolveError> {
     let mut snapshot = Snapshot {
         version: 0,
@@ -252,6 +297,25 @@ pub fn solve_full(
         .map(|p| (p.name.as_str(), (p.lat, p.lon)))
         .collect();
     let latency = LatencyModel::new(&pops, Some(&inputs.core_rtt));
+    let signals: Vec<PopSignals> = world
+        .pops
+        .iter()
+        .map(|p| inputs.signals.get(&p.name).copied().unwrap_or_default())
+        .collect();
+    let planner = Planner::new(
+        groups.locations.clone(),
+        latency,
+        signals,
+        Params::default(),
+        NEAR_POPS,
+    );
+    let reported = reported_groups(&groups, reports);
+    let shared = Shared {
+        planner: &planner,
+        reported: &reported,
+        #[cfg(test)]
+        dense,
+    };
     let mut state = SteeringState::default();
     let mut events = Vec::new();
     for service in &world.services {
@@ -265,7 +329,7 @@ pub fn solve_full(
             world,
             service,
             &groups,
-            &latency,
+            &shared,
             inputs,
             reports,
             prev,
@@ -287,7 +351,7 @@ fn solve_service(
     world: &World,
     service: &Service,
     groups: &Groups,
-    latency: &LatencyModel,
+    shared: &Shared<'_>,
     inputs: &Inputs,
     reports: &dyn ClientReports,
     previous: Option<&ServiceState>,
@@ -401,7 +465,7 @@ fn solve_service(
                 &map::ArmInputs {
                     demand: &scaled,
                     signals: &inputs.signals,
-                    latency,
+                    shared,
                     reports,
                     previous: prev,
                 },
@@ -532,6 +596,28 @@ fn solve_service(
         report,
     };
     (map, state)
+}
+
+/// The indices of the groups with client reports, ascending: every group when `reports`
+/// cannot list them (so no report is ever ignored, at the price of pricing every group at
+/// every PoP).
+fn reported_groups(groups: &Groups, reports: &dyn ClientReports) -> Vec<usize> {
+    let Some(labels) = reports.groups() else {
+        return (0..groups.labels.len()).collect();
+    };
+    let index: std::collections::HashMap<&str, usize> = groups
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(g, label)| (label.as_str(), g))
+        .collect();
+    let mut reported: Vec<usize> = labels
+        .iter()
+        .filter_map(|label| index.get(label.as_str()).copied())
+        .collect();
+    reported.sort_unstable();
+    reported.dedup();
+    reported
 }
 
 /// The endpoints that take traffic in PoP `i`: healthy ones in serving PoPs, every one in a

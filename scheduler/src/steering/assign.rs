@@ -624,7 +624,7 @@ fn weights(group: &Group) -> Vec<(u32, f64)> {
 
 pub mod planner;
 
-pub use planner::{Plan, Planner, ServiceSpec};
+pub use planner::{Plan, Planner, ServiceSpec, Standalone};
 
 #[cfg(test)]
 mod tests;

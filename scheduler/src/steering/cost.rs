@@ -81,6 +81,14 @@ pub trait ClientReports {
     fn target(&self, _address: &str) -> Option<ClientRtt> {
         None
     }
+
+    /// The labels of the groups with at least one report, so a solver can price exactly
+    /// those groups from reports and every other from the model alone. `None` (the default)
+    /// means the implementer cannot list them: the solver then asks [`Self::rtt`] about
+    /// every group at every PoP, which is slower but never ignores a report.
+    fn groups(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// No client reports: costs come from estimates only.
@@ -90,6 +98,10 @@ pub struct NoReports;
 impl ClientReports for NoReports {
     fn rtt(&self, _group: &str, _pop: &str) -> Option<ClientRtt> {
         None
+    }
+
+    fn groups(&self) -> Option<Vec<String>> {
+        Some(Vec::new())
     }
 }
 

@@ -1,10 +1,11 @@
 //! One service's steering map: client groups → capacity-aware weighted routes over sites.
 //!
 //! For one arm of one service (all its endpoints, or a gray arm's) this builds the sites
-//! (PoPs with serving endpoints, whose nodes frontends hash onto with Maglev), prices every
-//! client group against every serving PoP with the cost model, assigns the groups' demand
-//! within capacity ([`super::assign`]), and turns each group's weighted PoP list into routes:
-//! the primary PoP, then fallbacks from other failure domains first, never an unserving PoP.
+//! (PoPs with serving endpoints, whose nodes frontends hash onto with Maglev), prices the
+//! client groups at their near serving PoPs with the cost model through the solve's shared
+//! [`Planner`] lists, assigns the groups' demand within capacity ([`super::assign`]), and
+//! turns each group's weighted PoP list into routes: the primary PoP, then fallbacks from
+//! other failure domains first, never an unserving PoP.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -12,8 +13,8 @@ use std::net::IpAddr;
 use isobar_proto::v1::{AnswerSet, Node, Route, ServiceMap, Site};
 use isobar_store::world::{Endpoint, Service, World};
 
-use super::assign::{self, Assignment, GroupIn, Params, PopIn};
-use super::cost::{self, ClientReports, LatencyModel, PopSignals};
+use super::assign::{self, Assignment, Params, Planner, PopIn, ServiceSpec, Standalone};
+use super::cost::{self, ClientReports, PopSignals};
 
 /// Route weights are sent as integers out of this.
 pub const WEIGHT_SCALE: f64 = 10_000.0;
@@ -68,14 +69,33 @@ impl Groups {
     }
 }
 
+/// What every arm of one solve shares: the candidate lists and which groups carry reports.
+///
+/// The planner's lists depend on the groups' locations, the latency model and the PoP
+/// signals, which are the same for every service of a solve, so `solve_full` builds them
+/// once; each arm then prices only its groups' near PoPs with its own weights and serving
+/// set. Groups with client reports are priced at every PoP instead (a report changes the
+/// cost of one (group, PoP) pair, which the shared lists do not know); there are few.
+pub struct Shared<'a> {
+    /// Candidate lists over the solve's groups (index = group) and `world.pops`.
+    pub planner: &'a Planner,
+    /// The groups whose clients reported, ascending.
+    pub reported: &'a [usize],
+    /// Price every group at every PoP and assign with [`assign::assign`]: the reference the
+    /// planner path is tested against.
+    #[cfg(test)]
+    pub dense: bool,
+}
+
 /// Everything the arm solver reads besides the world.
 pub struct ArmInputs<'a> {
     /// Demand per group label, queries per second (already scaled to the arm's share).
     pub demand: &'a dyn Fn(usize) -> f64,
     /// Probe loss and load per PoP name.
     pub signals: &'a BTreeMap<String, PopSignals>,
-    /// The latency model over `world.pops` (index = PoP index in the world).
-    pub latency: &'a LatencyModel,
+    /// The solve's shared lists; its latency model is over `world.pops` (index = PoP index
+    /// in the world).
+    pub shared: &'a Shared<'a>,
     /// Client reports.
     pub reports: &'a dyn ClientReports,
     /// The arm's previous assignment, for hysteresis.
@@ -186,47 +206,13 @@ pub fn solve_arm(
             serving: !serving[i].is_empty(),
         })
         .collect();
-    let group_in: Vec<GroupIn<'_>> = groups
-        .labels
-        .iter()
-        .zip(&groups.locations)
-        .enumerate()
-        .map(|(g, (label, location))| GroupIn {
-            label,
-            location: *location,
-            demand: (inputs.demand)(g),
-        })
-        .collect();
-
-    // Cost rows are computed once per group and shared by the assignment and the
-    // fallback order.
-    let rows: Vec<Vec<f64>> = groups
-        .labels
-        .iter()
-        .zip(&groups.locations)
-        .map(|(label, location)| {
-            cost::group_costs(
-                inputs.latency,
-                label,
-                *location,
-                &signals,
-                &weights,
-                inputs.reports,
-            )
-        })
-        .collect();
     let params = Params {
         headroom: steering.headroom,
         hysteresis: steering.hysteresis,
         ..Params::default()
     };
-    let assignment = assign::assign(
-        &group_in,
-        &pops_in,
-        &|g, p| rows[g][p],
-        &params,
-        inputs.previous,
-    );
+    let pricing = Pricing::new(groups, &pops_in, &signals, &weights, params, inputs);
+    let assignment = pricing.assign(groups, &pops_in, &params, inputs.previous);
 
     // Sites: every serving PoP, in world order. A site lists all the arm's endpoints in the
     // PoP at their configured weights, the unserving ones marked down: the frontends' primary
@@ -275,7 +261,7 @@ pub fn solve_arm(
                 let units = (weight * WEIGHT_SCALE).round() as u32;
                 (units > 0).then(|| Route {
                     weight: units,
-                    sites: route_sites(&pops_in, &site_of, &families, pop, &rows[g], count),
+                    sites: route_sites(&pricing, &pops_in, &site_of, &families, g, pop, count),
                 })
             })
             .collect();
@@ -333,15 +319,16 @@ pub fn solve_arm(
     }
 }
 
-/// The sites of a route with primary `primary`: the primary, then fallback PoPs (another
-/// failure domain first, then by the group's cost) as long as a family still lacks `count`
-/// sites offering it, so every family the service has gets fallbacks.
+/// The sites of a route of group `g` with primary `primary`: the primary, then fallback
+/// PoPs (another failure domain first, then by the group's cost) as long as a family still
+/// lacks `count` sites offering it, so every family the service has gets fallbacks.
 fn route_sites(
+    pricing: &Pricing<'_>,
     pops: &[PopIn<'_>],
     site_of: &[u32],
     families: &[(bool, bool)],
+    g: usize,
     primary: u32,
-    costs: &[f64],
     count: usize,
 ) -> Vec<u32> {
     let first = site_of[primary as usize];
@@ -360,7 +347,7 @@ fn route_sites(
     if v4 >= want4 && v6 >= want6 {
         return sites;
     }
-    for p in assign::fallbacks(pops, primary, &|p| costs[p], pops.len()) {
+    pricing.fallbacks(pops, g, primary, count, &mut |p| {
         let site = site_of[p as usize];
         let (has4, has6) = families[site as usize];
         if (has4 && v4 < want4) || (has6 && v6 < want6) {
@@ -368,11 +355,191 @@ fn route_sites(
             v4 += usize::from(has4);
             v6 += usize::from(has6);
         }
-        if v4 >= want4 && v6 >= want6 {
-            break;
+        v4 < want4 || v6 < want6
+    });
+    sites
+}
+
+/// Where an arm's costs come from.
+enum Pricing<'a> {
+    /// The solve's planner: each group priced at its near PoPs (every PoP for reported
+    /// groups), with failure domains interned for the fallback order.
+    Planner {
+        arm: Box<Standalone<'a>>,
+        /// Per PoP: its failure domain's index.
+        domain: Vec<usize>,
+        /// Per failure domain: its serving PoPs.
+        serving_in: Vec<usize>,
+        /// Serving PoPs in all.
+        serving: usize,
+    },
+    /// Every group priced at every PoP (the reference the planner path must match).
+    #[cfg(test)]
+    Dense {
+        /// Per group, the cost at every PoP.
+        rows: Vec<Vec<f64>>,
+        /// Per group, its demand.
+        demand: Vec<f64>,
+    },
+}
+
+impl<'a> Pricing<'a> {
+    fn new(
+        groups: &Groups,
+        pops: &[PopIn<'_>],
+        signals: &[PopSignals],
+        weights: &cost::CostWeights,
+        params: Params,
+        inputs: &ArmInputs<'a>,
+    ) -> Self {
+        let shared = inputs.shared;
+        let latency = shared.planner.latency();
+        let row = |g: usize| {
+            cost::group_costs(
+                latency,
+                &groups.labels[g],
+                groups.locations[g],
+                signals,
+                weights,
+                inputs.reports,
+            )
+        };
+        #[cfg(test)]
+        if shared.dense {
+            return Self::Dense {
+                rows: (0..groups.labels.len()).map(row).collect(),
+                demand: (0..groups.labels.len()).map(inputs.demand).collect(),
+            };
+        }
+        let spec = ServiceSpec {
+            deployed: pops.iter().map(|p| p.serving).collect(),
+            capacity: pops.iter().map(|p| p.capacity).collect(),
+            weights: *weights,
+            demand: (0..groups.labels.len())
+                .map(|g| (g as u32, (inputs.demand)(g)))
+                .filter(|&(_, d)| assign::clean_demand(d) > 0.0)
+                .collect(),
+            exact: shared
+                .reported
+                .iter()
+                .map(|&g| (g as u32, row(g)))
+                .collect(),
+            params: Some(params),
+        };
+        let mut names: Vec<&str> = Vec::new();
+        let domain: Vec<usize> = pops
+            .iter()
+            .map(|p| {
+                names
+                    .iter()
+                    .position(|&d| d == p.failure_domain)
+                    .unwrap_or_else(|| {
+                        names.push(p.failure_domain);
+                        names.len() - 1
+                    })
+            })
+            .collect();
+        let mut serving_in = vec![0; names.len()];
+        for (p, &d) in pops.iter().zip(&domain) {
+            serving_in[d] += usize::from(p.serving);
+        }
+        Self::Planner {
+            arm: Box::new(shared.planner.standalone(spec)),
+            domain,
+            serving_in,
+            serving: pops.iter().filter(|p| p.serving).count(),
         }
     }
-    sites
+
+    #[cfg_attr(not(test), allow(unused_variables))]
+    fn assign(
+        &self,
+        groups: &Groups,
+        pops: &[PopIn<'_>],
+        params: &Params,
+        previous: Option<&Assignment>,
+    ) -> Assignment {
+        match self {
+            Self::Planner { arm, .. } => arm.assign(previous),
+            #[cfg(test)]
+            Self::Dense { rows, demand } => {
+                let group_in: Vec<assign::GroupIn<'_>> = (0..rows.len())
+                    .map(|g| assign::GroupIn {
+                        label: &groups.labels[g],
+                        location: groups.locations[g],
+                        demand: demand[g],
+                    })
+                    .collect();
+                assign::assign(&group_in, pops, &|g, p| rows[g][p], params, previous)
+            }
+        }
+    }
+
+    /// Calls `visit` with the fallback PoPs of group `g` for primary `primary` in the order
+    /// of [`assign::fallbacks`] (serving PoPs in another failure domain, then in the same,
+    /// each by cost then index) until it returns false. The planner path reads them from the
+    /// group's cheapest PoPs, widening the list only when a family needs PoPs further away.
+    #[cfg_attr(not(test), allow(unused_variables))]
+    fn fallbacks(
+        &self,
+        pops: &[PopIn<'_>],
+        g: usize,
+        primary: u32,
+        count: usize,
+        visit: &mut dyn FnMut(u32) -> bool,
+    ) {
+        match self {
+            Self::Planner {
+                arm,
+                domain,
+                serving_in,
+                serving,
+            } => {
+                let home = domain[primary as usize];
+                let mut k = (2 * count + 2).min(*serving);
+                let mut list = arm.cheapest(g as u32, k);
+                // Other domains first, then the primary's, each a filtered prefix of the
+                // group's cheapest PoPs.
+                let phases = [
+                    (false, serving - serving_in[home]),
+                    (true, serving_in[home].saturating_sub(1)),
+                ];
+                for (same, total) in phases {
+                    let mut done = 0;
+                    while done < total {
+                        let mut seen = 0;
+                        for &(p, _) in &list {
+                            if p == primary || (domain[p as usize] == home) != same {
+                                continue;
+                            }
+                            seen += 1;
+                            if seen > done {
+                                done += 1;
+                                if !visit(p) {
+                                    return;
+                                }
+                            }
+                        }
+                        if done < total {
+                            if k >= *serving {
+                                break;
+                            }
+                            k = (k * 4).min(*serving);
+                            list = arm.cheapest(g as u32, k);
+                        }
+                    }
+                }
+            }
+            #[cfg(test)]
+            Self::Dense { rows, .. } => {
+                for p in assign::fallbacks(pops, primary, &|p| rows[g][p], pops.len()) {
+                    if !visit(p) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A map with one static answer: `addresses` for every client (all-down fallback, or no

@@ -351,3 +351,349 @@ fn clients_return_to_a_recovered_pop() {
         "192.0.2.1"
     );
 }
+
+/// The runtime solve goes through the planner; these check it against the dense reference
+/// (every group priced at every PoP, `assign::assign` per arm) on random small worlds.
+mod planner_path {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use isobar_store::world::{ClientGroup, Endpoint, Gray, Location, Pop, Region, Service};
+    use proptest::prelude::*;
+
+    use crate::fixtures::world;
+    use crate::steering::cost::{ClientReports, ClientRtt, PopSignals};
+    use crate::steering::{Inputs, solve_full, solve_full_dense};
+
+    /// Client reports from a table; `listed` says whether they can name their groups.
+    struct Table {
+        rtt: BTreeMap<(String, String), ClientRtt>,
+        listed: bool,
+    }
+
+    impl ClientReports for Table {
+        fn rtt(&self, group: &str, pop: &str) -> Option<ClientRtt> {
+            self.rtt.get(&(group.to_owned(), pop.to_owned())).copied()
+        }
+
+        fn groups(&self) -> Option<Vec<String>> {
+            self.listed
+                .then(|| self.rtt.keys().map(|(g, _)| g.clone()).collect())
+        }
+    }
+
+    /// One service: endpoints (PoP, IPv6, capacity, canary), cost weights, headroom,
+    /// hysteresis, answer count.
+    type ServiceCase = (
+        Vec<(usize, bool, Option<f64>, bool)>,
+        (f64, f64, f64),
+        f64,
+        f64,
+        u32,
+    );
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        pops: Vec<((f64, f64), Option<u8>, u64)>,
+        services: Vec<ServiceCase>,
+        gray: Option<f64>,
+        groups: Vec<(usize, Option<f64>)>,
+        location: Option<(f64, f64)>,
+        cell_degrees: f64,
+        demand: Vec<(usize, usize, f64)>,
+        signals: Vec<(f64, f64)>,
+        core: Vec<(usize, usize, f64)>,
+        reports: Vec<(usize, usize, f64, f64, u64)>,
+        listed: bool,
+        down: Vec<usize>,
+    }
+
+    fn location() -> impl Strategy<Value = (f64, f64)> {
+        (-60.0f64..70.0, -180.0f64..180.0)
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (2usize..9, 1usize..4).prop_flat_map(|(n, s)| {
+            let endpoint = (
+                0..n,
+                prop::bool::weighted(0.3),
+                prop::option::weighted(0.3, 5.0f64..200.0),
+                prop::bool::weighted(0.2),
+            );
+            let service = (
+                prop::collection::vec(endpoint, 1..2 * n),
+                (0.0f64..2.0, 0.0f64..20.0, 0.0f64..100.0),
+                0.0f64..0.3,
+                0.0f64..0.3,
+                1u32..4,
+            );
+            (
+                prop::collection::vec(
+                    (
+                        location(),
+                        prop::option::of(0u8..3),
+                        prop_oneof![Just(0u64), 50u64..800],
+                    ),
+                    n,
+                ),
+                prop::collection::vec(service, s),
+                prop::option::of(1.0f64..60.0),
+                (
+                    prop::collection::vec((0..3usize, prop::option::of(1.0f64..100.0)), 0..3),
+                    prop::option::of(location()),
+                    prop_oneof![Just(30.0), Just(20.0)],
+                ),
+                prop::collection::vec((0..s, 0usize..700, 0.0f64..300.0), 0..40),
+                prop::collection::vec((0.0f64..3.0, 0.0f64..1.2), n),
+                prop::collection::vec((0..n, 0..n, 1.0f64..150.0), 0..n),
+                (
+                    prop::collection::vec(
+                        (0usize..700, 0..n, 0.0f64..200.0, 0.0f64..0.5, 0u64..20),
+                        0..10,
+                    ),
+                    any::<bool>(),
+                ),
+                prop::collection::vec(0usize..20, 0..3),
+            )
+                .prop_map(
+                    |(
+                        pops,
+                        services,
+                        gray,
+                        (groups, location, cell_degrees),
+                        demand,
+                        signals,
+                        core,
+                        (reports, listed),
+                        down,
+                    )| Case {
+                        pops,
+                        services,
+                        gray,
+                        groups,
+                        location,
+                        cell_degrees,
+                        demand,
+                        signals,
+                        core,
+                        reports,
+                        listed,
+                        down,
+                    },
+                )
+        })
+    }
+
+    /// A group label of the world for a random number: a cell, an override group or
+    /// `unknown`.
+    fn label(w: &isobar_store::world::World, x: usize) -> String {
+        let cells = isobar_proto::geo::cell_count(w.defaults.cell_degrees);
+        let extra = w.client_groups.len() + 1;
+        match x % (cells + extra) {
+            c if c < cells => format!("cell:{c}"),
+            c if c - cells < w.client_groups.len() => {
+                format!("group:{}", w.client_groups[c - cells].name)
+            }
+            _ => "unknown".to_owned(),
+        }
+    }
+
+    impl Case {
+        /// The world, the inputs with every listed target up, and with some down.
+        fn build(&self) -> (isobar_store::world::World, Inputs, Inputs, Table) {
+            let mut w = world();
+            w.defaults.cell_degrees = self.cell_degrees;
+            w.defaults.location = self.location.map(|(lat, lon)| Location { lat, lon });
+            w.regions = vec![
+                Region {
+                    name: "r0".into(),
+                    lat: 48.0,
+                    lon: 2.0,
+                },
+                Region {
+                    name: "r1".into(),
+                    lat: 35.0,
+                    lon: 139.0,
+                },
+                Region {
+                    name: "r2".into(),
+                    lat: -23.0,
+                    lon: -46.0,
+                },
+            ];
+            let template = w.pops[0].clone();
+            w.pops = self
+                .pops
+                .iter()
+                .enumerate()
+                .map(|(i, &((lat, lon), domain, capacity))| Pop {
+                    name: format!("p{i}"),
+                    region: "r0".into(),
+                    lat,
+                    lon,
+                    capacity,
+                    failure_domain: domain.map(|d| format!("d{d}")),
+                    ..template.clone()
+                })
+                .collect();
+            let template = w.services[0].clone();
+            let mut port = 2000u16;
+            w.services = self
+                .services
+                .iter()
+                .enumerate()
+                .map(
+                    |(s, (endpoints, (rtt, loss, load), headroom, hysteresis, answers))| {
+                        let mut service = Service {
+                            name: format!("s{s}.example.test."),
+                            answers: Some(*answers),
+                            endpoints: endpoints
+                                .iter()
+                                .enumerate()
+                                .map(|(i, &(pop, v6, capacity, canary))| {
+                                    port += 1;
+                                    Endpoint {
+                                        pop: format!("p{pop}"),
+                                        address: if v6 {
+                                            format!("2001:db8::{s}:{i}")
+                                        } else {
+                                            format!("10.{s}.{pop}.{i}")
+                                        },
+                                        check: Some(format!("127.0.0.1:{port}")),
+                                        probe: None,
+                                        weight: 100,
+                                        labels: if canary {
+                                            [("version".to_owned(), "v2".to_owned())].into()
+                                        } else {
+                                            BTreeMap::new()
+                                        },
+                                        capacity,
+                                    }
+                                })
+                                .collect(),
+                            gray: None,
+                            ..template.clone()
+                        };
+                        service.steering.cost.rtt = *rtt;
+                        service.steering.cost.loss = *loss;
+                        service.steering.cost.load = *load;
+                        service.steering.headroom = *headroom;
+                        service.steering.hysteresis = *hysteresis;
+                        service
+                    },
+                )
+                .collect();
+            if let Some(percent) = self.gray {
+                w.services[0].gray = Some(Gray {
+                    name: "v2".into(),
+                    labels: [("version".to_owned(), "v2".to_owned())].into(),
+                    pops: vec![],
+                    percent,
+                    ramp: vec![],
+                    cohort: Default::default(),
+                    verdict: None,
+                });
+            }
+            w.client_groups = self
+                .groups
+                .iter()
+                .enumerate()
+                .map(|(i, &(region, demand))| ClientGroup {
+                    name: format!("g{i}"),
+                    cidrs: vec![format!("10.{i}.0.0/16")],
+                    region: format!("r{region}"),
+                    demand,
+                })
+                .collect();
+            w.normalize();
+
+            let mut up = Inputs {
+                now_ms: 1_000,
+                ..Inputs::default()
+            };
+            for &(s, x, qps) in &self.demand {
+                let name = w.services[s].name.clone();
+                *up.demand
+                    .entry(name)
+                    .or_default()
+                    .entry(label(&w, x))
+                    .or_default() += qps;
+            }
+            up.signals = w
+                .pops
+                .iter()
+                .zip(&self.signals)
+                .map(|(p, &(loss_percent, utilisation))| {
+                    (
+                        p.name.clone(),
+                        PopSignals {
+                            loss_percent,
+                            utilisation,
+                        },
+                    )
+                })
+                .collect();
+            up.core_rtt = self
+                .core
+                .iter()
+                .map(|&(a, b, rtt)| ((format!("p{a}"), format!("p{b}")), rtt))
+                .collect();
+            let targets: Vec<String> = w
+                .services
+                .iter()
+                .flat_map(|s| s.endpoints.iter().filter_map(Endpoint::target_id))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let mut down = up.clone();
+            down.now_ms = 2_000;
+            down.down = self
+                .down
+                .iter()
+                .filter_map(|&i| targets.get(i % targets.len().max(1)).cloned())
+                .collect();
+            let reports = Table {
+                rtt: self
+                    .reports
+                    .iter()
+                    .map(|&(x, p, rtt_ms, failure_ratio, samples)| {
+                        (
+                            (label(&w, x), format!("p{}", p)),
+                            ClientRtt {
+                                rtt_ms,
+                                failure_ratio,
+                                samples,
+                            },
+                        )
+                    })
+                    .collect(),
+                listed: self.listed,
+            };
+            (w, up, down, reports)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Snapshots, assignments, reports and events through the planner equal the dense
+        /// path's: from scratch, then with targets down and the previous state (hysteresis),
+        /// then back up again.
+        #[test]
+        fn the_planner_path_gives_the_dense_snapshot(c in case()) {
+            let (w, up, down, reports) = c.build();
+            let first = solve_full(&w, 1, &up, &reports, None).unwrap();
+            let dense = solve_full_dense(&w, 1, &up, &reports, None).unwrap();
+            prop_assert_eq!(&first.snapshot, &dense.snapshot);
+            prop_assert_eq!(&first.state, &dense.state);
+            prop_assert_eq!(&first.events, &dense.events);
+            let failed = solve_full(&w, 1, &down, &reports, Some(&first.state)).unwrap();
+            let dense = solve_full_dense(&w, 1, &down, &reports, Some(&first.state)).unwrap();
+            prop_assert_eq!(&failed.snapshot, &dense.snapshot);
+            prop_assert_eq!(&failed.state, &dense.state);
+            let back = solve_full(&w, 1, &up, &reports, Some(&failed.state)).unwrap();
+            let dense = solve_full_dense(&w, 1, &up, &reports, Some(&failed.state)).unwrap();
+            prop_assert_eq!(&back.snapshot, &dense.snapshot);
+            prop_assert_eq!(&back.state, &dense.state);
+        }
+    }
+}

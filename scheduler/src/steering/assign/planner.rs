@@ -27,11 +27,19 @@
 //!   groups' loads, plus any group sitting on a PoP that their move overloads; the result
 //!   equals a full re-solve with the previous plan (bar float rounding of the loads).
 //!
+//! - **One-off, every group** ([`Planner::standalone`]): the runtime's snapshot solve
+//!   answers every group and keeps the hysteresis of groups without demand, so it solves one
+//!   service (arm) over every group against a dense previous assignment, still pricing each
+//!   group only at its near PoPs; groups listed in [`ServiceSpec::exact`] (those with client
+//!   reports) are priced from their own full row instead.
+//!
 //! Services are identified by their index in the list given to [`Planner::full`]; health is
 //! the planner's (per PoP, [`Planner::pop_down`] / [`Planner::pop_up`]), deployment is the
 //! service's ([`ServiceSpec::deployed`]).
 
-use super::{Assignment, Params, by_cost, clean_demand, has_room, solve, sorted, usable};
+use super::{
+    Assignment, Params, by_cost, clean_cost, clean_demand, has_room, solve, sorted, usable,
+};
 use crate::steering::cost::{
     CostWeights, LatencyModel, PopSignals, UNKNOWN_RTT_MS, modelled_cost, pop_penalty, unit,
 };
@@ -56,6 +64,13 @@ pub struct ServiceSpec {
     /// (group index, queries per second); order and duplicates do not matter (duplicates add
     /// up), zero and negative demand is dropped.
     pub demand: Vec<(u32, f64)>,
+    /// Groups priced from an explicit row instead of the model: (group, cost per PoP in PoP
+    /// order). The runtime puts the groups that carry client reports here: reports replace
+    /// the modelled RTT of single (group, PoP) pairs, which the shared lists cannot know, and
+    /// such groups are few, so pricing them at every PoP keeps the result exact.
+    pub exact: Vec<(u32, Vec<f64>)>,
+    /// This service's headroom, hysteresis and candidate count; `None` = the planner's.
+    pub params: Option<Params>,
 }
 
 /// The solved state of one service.
@@ -74,12 +89,31 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 struct Service {
     spec: ServiceSpec,
+    /// `spec.params`, or the planner's.
+    params: Params,
     /// Loss and load penalty per PoP for this service's weights.
     penalty: Vec<f64>,
     /// The smallest penalty among deployed PoPs (a lower bound for any serving one).
     min_penalty: f64,
     /// Usable capacity per PoP.
     usable: Vec<f64>,
+    /// The deployed PoPs, ascending.
+    deployed: Vec<u32>,
+    /// `spec.exact`, sorted by group with duplicates dropped (the first row wins).
+    exact: Vec<(u32, Vec<f64>)>,
+}
+
+impl Service {
+    /// The explicit cost row of group `g`, if it has one.
+    fn exact(&self, g: usize) -> Option<&[f64]> {
+        if self.exact.is_empty() {
+            return None;
+        }
+        self.exact
+            .binary_search_by_key(&(g as u32), |(group, _)| *group)
+            .ok()
+            .map(|i| self.exact[i].1.as_slice())
+    }
 }
 
 /// Shared candidate lists plus per-service plans; see the module doc.
@@ -246,39 +280,52 @@ impl Planner {
         self.users.iter_mut().for_each(Vec::clear);
     }
 
+    /// The latency model the shared lists were built from.
+    pub fn latency(&self) -> &LatencyModel {
+        &self.latency
+    }
+
+    /// A service with its derived figures.
+    fn service(&self, mut spec: ServiceSpec) -> Service {
+        let n = self.latency.len();
+        spec.demand = merged(std::mem::take(&mut spec.demand));
+        let params = spec.params.unwrap_or(self.params);
+        let penalty: Vec<f64> = (0..n)
+            .map(|p| {
+                let signal = self.signals.get(p).copied().unwrap_or_default();
+                pop_penalty(&spec.weights, &signal)
+            })
+            .collect();
+        let deployed: Vec<u32> = (0..n as u32)
+            .filter(|&p| spec.deployed.get(p as usize).copied().unwrap_or(false))
+            .collect();
+        let min_penalty = deployed
+            .iter()
+            .map(|&p| penalty[p as usize])
+            .fold(f64::INFINITY, f64::min);
+        let usable = (0..n)
+            .map(|p| usable(spec.capacity.get(p).copied().flatten(), params.headroom))
+            .collect();
+        let mut exact = std::mem::take(&mut spec.exact);
+        exact.sort_by_key(|(g, _)| *g);
+        exact.dedup_by_key(|(g, _)| *g);
+        Service {
+            spec,
+            params,
+            penalty,
+            min_penalty,
+            usable,
+            deployed,
+            exact,
+        }
+    }
+
     /// Solves every service. When the planner already holds plans for the same number of
     /// services, each serves as the previous assignment of the service at its index.
     pub fn full(&mut self, services: Vec<ServiceSpec>) {
-        let n = self.latency.len();
         self.services = services
             .into_iter()
-            .map(|mut spec| {
-                spec.demand = merged(std::mem::take(&mut spec.demand));
-                let penalty: Vec<f64> = (0..n)
-                    .map(|p| {
-                        let signal = self.signals.get(p).copied().unwrap_or_default();
-                        pop_penalty(&spec.weights, &signal)
-                    })
-                    .collect();
-                let min_penalty = (0..n)
-                    .filter(|&p| spec.deployed.get(p).copied().unwrap_or(false))
-                    .map(|p| penalty[p])
-                    .fold(f64::INFINITY, f64::min);
-                let usable = (0..n)
-                    .map(|p| {
-                        usable(
-                            spec.capacity.get(p).copied().flatten(),
-                            self.params.headroom,
-                        )
-                    })
-                    .collect();
-                Service {
-                    spec,
-                    penalty,
-                    min_penalty,
-                    usable,
-                }
-            })
+            .map(|spec| self.service(spec))
             .collect();
         let previous = if self.plans.len() == self.services.len() {
             std::mem::take(&mut self.plans)
@@ -303,14 +350,19 @@ impl Planner {
     }
 
     fn cost(&self, svc: &Service, g: usize, p: usize) -> f64 {
-        modelled_cost(&svc.spec.weights, self.rtt(g, p), svc.penalty[p])
+        match svc.exact(g) {
+            Some(row) => clean_cost(row.get(p).copied().unwrap_or(f64::INFINITY)),
+            None => modelled_cost(&svc.spec.weights, self.rtt(g, p), svc.penalty[p]),
+        }
     }
 
     /// Every serving PoP for group `g`, by (cost, PoP).
     fn all_serving(&self, svc: &Service, g: usize) -> Vec<(u32, f64)> {
         sorted(
-            (0..self.latency.len())
-                .filter(|&p| self.serving(svc, p))
+            svc.deployed
+                .iter()
+                .map(|&p| p as usize)
+                .filter(|&p| self.up[p])
                 .map(|p| (p as u32, self.cost(svc, g, p)))
                 .collect(),
         )
@@ -318,14 +370,20 @@ impl Planner {
 
     /// The `candidates` cheapest serving PoPs of group `g`.
     fn candidates(&self, svc: &Service, g: usize) -> Vec<(u32, f64)> {
-        self.cheapest(svc, g, self.params.candidates.max(1))
+        self.cheapest(svc, g, svc.params.candidates.max(1))
     }
 
     /// The `k` cheapest serving PoPs of group `g`, by (cost, PoP): exactly the first `k`
     /// entries of [`Self::all_serving`].
     fn cheapest(&self, svc: &Service, g: usize, k: usize) -> Vec<(u32, f64)> {
         let w = &svc.spec.weights;
-        if self.locations[g].is_none() || self.latency.is_empty() || w.rtt < 0.0 {
+        // With at most `k` deployed PoPs, pricing them all is cheaper than any list.
+        if self.locations[g].is_none()
+            || self.latency.is_empty()
+            || w.rtt < 0.0
+            || svc.deployed.len() <= k
+            || svc.exact(g).is_some()
+        {
             let mut all = self.all_serving(svc, g);
             all.truncate(k);
             return all;
@@ -425,7 +483,7 @@ impl Planner {
             &demand,
             candidates,
             &svc.usable,
-            self.params.hysteresis,
+            svc.params.hysteresis,
             &prev_of,
             &mut |i, n| self.cheapest(svc, groups[i] as usize, n),
             None,
@@ -468,6 +526,15 @@ impl Planner {
             .or(all.first())
             .map(|&(p, _)| vec![(p, 1.0)])
             .unwrap_or_default()
+    }
+
+    /// Prepares `spec` for a one-off solve over every group against the shared lists, without
+    /// storing a plan; see [`Standalone`].
+    pub fn standalone(&self, spec: ServiceSpec) -> Standalone<'_> {
+        Standalone {
+            planner: self,
+            svc: self.service(spec),
+        }
     }
 
     /// Marks `pop` down and moves the demand on it, re-solving only the groups with weight
@@ -528,7 +595,7 @@ impl Planner {
                 &demand,
                 candidates,
                 &svc.usable,
-                self.params.hysteresis,
+                svc.params.hysteresis,
                 &prev_of,
                 &mut |j, n| self.cheapest(svc, plan.groups[subset[j]] as usize, n),
                 Some(&base),
@@ -596,6 +663,67 @@ impl Planner {
                 self.plans[s] = plan;
             }
         }
+    }
+}
+
+/// One service solved once over every group with the planner's shared lists: what the
+/// runtime's snapshot solve (`steering::solve_full`) does for each arm.
+///
+/// Unlike [`Planner::full`] it takes and returns a dense [`Assignment`] (every group, with
+/// or without demand): the snapshot answers every group, and the hysteresis of
+/// [`super::assign`] holds groups without demand on their previous PoP too, which
+/// [`Planner::route`] does not model. For the same inputs and previous assignment it returns
+/// exactly what `assign` returns over cost rows of the same model, while pricing each group
+/// only at the PoPs of its near list (or of a bounded scan), not at every PoP.
+#[derive(Debug)]
+pub struct Standalone<'p> {
+    planner: &'p Planner,
+    svc: Service,
+}
+
+impl Standalone<'_> {
+    /// Assigns every group's demand with `previous` (the last assignment of the same groups
+    /// and PoPs, ignored if its shape differs) for hysteresis, as [`super::assign`] does.
+    pub fn assign(&self, previous: Option<&Assignment>) -> Assignment {
+        let (planner, svc) = (self.planner, &self.svc);
+        let count = planner.groups();
+        let previous =
+            previous.filter(|a| a.groups.len() == count && a.load.len() == planner.latency.len());
+        let mut demand = vec![0.0; count];
+        for &(g, d) in &svc.spec.demand {
+            if let Some(slot) = demand.get_mut(g as usize) {
+                *slot = d;
+            }
+        }
+        let prev_of = |g: usize| previous.map(|a| a.groups[g].as_slice());
+        let candidates = (0..count)
+            .map(|g| planner.candidates_with(svc, g, prev_of(g).unwrap_or(&[])))
+            .collect();
+        let (assignment, _) = solve(
+            &demand,
+            candidates,
+            &svc.usable,
+            svc.params.hysteresis,
+            &prev_of,
+            &mut |g, k| planner.cheapest(svc, g, k),
+            None,
+        );
+        planner.no_pop_case(svc, assignment, &demand)
+    }
+
+    /// The `k` cheapest serving PoPs of `group`, by (cost, PoP), with their costs.
+    pub fn cheapest(&self, group: u32, k: usize) -> Vec<(u32, f64)> {
+        self.planner.cheapest(&self.svc, group as usize, k)
+    }
+
+    /// The number of serving PoPs.
+    pub fn serving(&self) -> usize {
+        let up = &self.planner.up;
+        self.svc
+            .deployed
+            .iter()
+            .filter(|&&p| up[p as usize])
+            .count()
     }
 }
 

@@ -38,6 +38,8 @@ fn case() -> impl Strategy<Value = Case> {
                     capacity,
                     weights: CostWeights { rtt, loss, load },
                     demand,
+                    exact: Vec::new(),
+                    params: None,
                 },
             );
         (
