@@ -600,6 +600,7 @@ mod planner_path {
                 .map(|(i, &(region, demand))| ClientGroup {
                     name: format!("g{i}"),
                     cidrs: vec![format!("10.{i}.0.0/16")],
+                    asns: Vec::new(),
                     region: format!("r{region}"),
                     demand,
                 })
