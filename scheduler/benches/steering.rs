@@ -13,7 +13,7 @@
 use std::sync::OnceLock;
 
 use isobar_scheduler::steering::assign::{Params, Planner, ServiceSpec};
-use isobar_scheduler::steering::cost::{CostWeights, LatencyModel, PopSignals};
+use isobar_scheduler::steering::cost::{CostWeights, LatencyModel, PopSignals, unit};
 
 #[path = "support/rng.rs"]
 mod rng;
@@ -368,9 +368,4 @@ fn naive_nearest_pop_no_capacity(bencher: divan::Bencher) {
         }
         divan::black_box(out)
     });
-}
-
-fn unit((lat, lon): (f64, f64)) -> [f64; 3] {
-    let (lat, lon) = (lat.to_radians(), lon.to_radians());
-    [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
 }

@@ -29,7 +29,7 @@ const POPS: usize = METROS * POPS_PER_METRO;
 const SERVICES: usize = 100;
 const CELL_DEGREES: f64 = 2.5;
 /// Near-list length, as `solve_full` keeps.
-const NEAR: usize = 24;
+const NEAR: usize = isobar_scheduler::steering::NEAR_POPS;
 
 fn main() {
     let b = bench();

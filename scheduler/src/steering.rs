@@ -47,7 +47,7 @@ use self::map::{ArmSolution, Groups, PopUse, Shared};
 /// candidates and fallbacks come from this list while it holds enough serving PoPs, else
 /// from a bounded scan, so the figure trades list-building time against scans, never
 /// correctness.
-const NEAR_POPS: usize = 24;
+pub const NEAR_POPS: usize = 24;
 
 /// Why a world could not be turned into a snapshot. `isobar-store` validates configs before
 /// storing them, so this signals a bug or a corrupted store, not an operator mistake.
