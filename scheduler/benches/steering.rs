@@ -58,10 +58,13 @@ fn main() {
         .sum();
     let mut down = w.solved.clone();
     let changed = down.pop_down(w.busiest).len();
+    let mut down = w.solved.clone();
+    let changed_median = down.pop_down(w.median).len();
     eprintln!(
         "world: {GROUPS} groups, {POPS} PoPs, {SERVICES} services, {pairs} (service, group) pairs \
-         with demand; {split} groups split over several PoPs; {binding} (service, PoP) at usable capacity, {overloaded} overloaded (service, PoP); PoP {} down moves {changed} groups",
-        w.busiest
+         with demand; {split} groups split over several PoPs; {binding} (service, PoP) at usable capacity, {overloaded} overloaded (service, PoP); PoP {} down moves {changed} groups, \
+         median PoP {} down moves {changed_median}",
+        w.busiest, w.median
     );
     divan::main();
 }
@@ -76,6 +79,8 @@ struct World {
     solved: Planner,
     /// The PoP carrying the most (service, group) pairs.
     busiest: u32,
+    /// The PoP at the median of the pairs carried, among PoPs carrying any.
+    median: u32,
 }
 
 fn clamp_location(lat: f64, lon: f64) -> (f64, f64) {
@@ -241,6 +246,9 @@ fn build() -> World {
         }
     }
     let busiest = (0..POPS).max_by_key(|&p| (carried[p], p)).unwrap_or(0) as u32;
+    let mut by_load: Vec<usize> = (0..POPS).filter(|&p| carried[p] > 0).collect();
+    by_load.sort_by_key(|&p| (carried[p], p));
+    let median = by_load.get(by_load.len() / 2).copied().unwrap_or(0) as u32;
     World {
         groups,
         latency,
@@ -249,6 +257,7 @@ fn build() -> World {
         pop_locations,
         solved,
         busiest,
+        median,
     }
 }
 
@@ -335,6 +344,18 @@ fn pop_down_busiest(bencher: divan::Bencher) {
         .with_inputs(|| w.solved.clone())
         .bench_local_values(|mut p| {
             let changed = p.pop_down(w.busiest);
+            (p, changed)
+        });
+}
+
+/// Incremental: a PoP at the median of the pairs carried goes down.
+#[divan::bench(sample_count = 20, sample_size = 1)]
+fn pop_down_median(bencher: divan::Bencher) {
+    let w = world();
+    bencher
+        .with_inputs(|| w.solved.clone())
+        .bench_local_values(|mut p| {
+            let changed = p.pop_down(w.median);
             (p, changed)
         });
 }

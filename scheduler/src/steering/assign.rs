@@ -35,6 +35,9 @@ use std::collections::BinaryHeap;
 /// capacity count as exactly full, so float rounding never triggers a move.
 pub const EPS: f64 = 1e-9;
 
+/// How many groups ahead the solver asks its [`Source`] to prefetch.
+const PREFETCH_AHEAD: usize = 4;
+
 /// Most stay-or-move passes before the solver settles for the current split.
 const MAX_PASSES: usize = 32;
 
@@ -149,20 +152,57 @@ pub fn assign(
         .collect();
 
     let prev_of = |g: usize| previous.map(|p| p.groups[g].as_slice());
+    let mut source = Dense {
+        pops,
+        lists: candidates,
+        all_serving: &all_serving,
+        priced: &priced,
+    };
     solve(
         &demand,
-        candidates,
+        &mut source,
         &usable,
         params.hysteresis,
         &prev_of,
-        &mut |g, n| {
-            let mut all = all_serving(g);
-            all.truncate(n);
-            all
-        },
         None,
     )
     .0
+}
+
+/// The dense path's [`Source`]: every list built up front.
+struct Dense<'a> {
+    pops: &'a [PopIn<'a>],
+    lists: Vec<Vec<(u32, f64)>>,
+    all_serving: &'a dyn Fn(usize) -> Vec<(u32, f64)>,
+    priced: &'a dyn Fn(usize, u32) -> (u32, f64),
+}
+
+impl Source for Dense<'_> {
+    fn eager(&self) -> bool {
+        true
+    }
+
+    fn serving(&self, p: u32) -> bool {
+        self.pops.get(p as usize).is_some_and(|pop| pop.serving)
+    }
+
+    fn best(&mut self, g: usize) -> Option<(u32, f64)> {
+        self.lists[g].first().copied()
+    }
+
+    fn cost(&mut self, g: usize, p: u32) -> f64 {
+        (self.priced)(g, p).1
+    }
+
+    fn candidates(&mut self, g: usize) -> Vec<(u32, f64)> {
+        std::mem::take(&mut self.lists[g])
+    }
+
+    fn widen(&mut self, g: usize, n: usize) -> Vec<(u32, f64)> {
+        let mut all = (self.all_serving)(g);
+        all.truncate(n);
+        all
+    }
 }
 
 /// Usable capacity: `capacity · (1 − headroom)`, unbounded for `None`.
@@ -255,22 +295,77 @@ impl Loads<'_> {
     }
 }
 
+/// Where the core solver gets each group's PoPs and costs from.
+///
+/// The dense path ([`assign`]) prices every group at every PoP up front and hands over
+/// finished candidate lists. The planner prices lazily: most groups stay on their cheapest
+/// PoP, and for them the solver only needs that PoP ([`Source::best`]), the costs of the
+/// PoPs they already use ([`Source::cost`]) and the serving set — the full candidate list
+/// ([`Source::candidates`]) is built only for a group that could improve past the
+/// hysteresis, sits on an overloaded PoP, or (without demand) finds its cheapest PoP full.
+/// Both give the same result: the list's first entry is `best`, and every other use of the
+/// list is guarded by one of those three conditions.
+pub(crate) trait Source {
+    /// Whether every group's candidate list is built before solving (the dense path).
+    fn eager(&self) -> bool {
+        false
+    }
+    /// Hints that group `g` will be priced soon (`g` may be past the last group).
+    fn prefetch(&self, _g: usize) {}
+    /// Whether PoP `p` serves (false for indices out of range).
+    fn serving(&self, p: u32) -> bool;
+    /// The cheapest serving PoP of group `g` with its cost, by (cost, index); `None` when no
+    /// PoP serves.
+    fn best(&mut self, g: usize) -> Option<(u32, f64)>;
+    /// The cheapest serving PoP of group `g` other than `from`, when it is certain to be in
+    /// `g`'s candidate list (where it is then the first entry other than `from`); `None`
+    /// when that is not known (the solver builds the list).
+    fn runner_up(&mut self, _g: usize, _from: u32) -> Option<(u32, f64)> {
+        None
+    }
+    /// The cost of group `g` at serving PoP `p`, as the candidate lists price it.
+    fn cost(&mut self, g: usize, p: u32) -> f64;
+    /// Group `g`'s `candidates` cheapest serving PoPs plus the serving PoPs of its previous
+    /// list, by (cost, index).
+    fn candidates(&mut self, g: usize) -> Vec<(u32, f64)>;
+    /// The `n` cheapest serving PoPs of `g` (all of them if fewer serve), by (cost, index).
+    fn widen(&mut self, g: usize, n: usize) -> Vec<(u32, f64)>;
+}
+
 /// One group's working split.
+#[derive(Default)]
 struct Group {
-    candidates: Vec<(u32, f64)>,
+    /// The candidate list, once built (see [`Source`]).
+    candidates: Option<Vec<(u32, f64)>>,
+    /// The cheapest serving PoP (the list's first entry), once known.
+    best: Option<(u32, f64)>,
     /// No more serving PoPs beyond `candidates`.
     exhausted: bool,
+    /// No candidate is cheaper than a share's PoP by the hysteresis: [`improve`] has
+    /// nothing to do (shares only change in `improve` and, later, in `shed`).
+    settled: bool,
     /// (PoP, qps), positive.
     shares: Vec<(u32, f64)>,
     touched: bool,
 }
 
 impl Group {
-    fn cost(&self, p: u32) -> f64 {
-        self.candidates
-            .iter()
-            .find(|&&(q, _)| q == p)
-            .map_or(f64::INFINITY, |&(_, c)| c)
+    /// The candidate list, built on first use.
+    fn list(&mut self, g: usize, source: &mut dyn Source) -> &mut Vec<(u32, f64)> {
+        self.candidates.get_or_insert_with(|| source.candidates(g))
+    }
+
+    fn cost(&self, g: usize, p: u32, source: &mut dyn Source) -> f64 {
+        match &self.candidates {
+            Some(list) => list
+                .iter()
+                .find(|&&(q, _)| q == p)
+                .map_or(f64::INFINITY, |&(_, c)| c),
+            None => match self.best {
+                Some((q, c)) if q == p => c,
+                _ => source.cost(g, p),
+            },
+        }
     }
 
     fn share(&self, p: u32) -> f64 {
@@ -297,6 +392,21 @@ impl Group {
         loads.load[from as usize] -= amount;
         loads.load[to as usize] += amount;
         self.touched = true;
+    }
+
+    /// Sorts `list` by this group's cost, then PoP index.
+    fn sort_by_cost(&self, g: usize, list: &mut [(u32, f64)], source: &mut dyn Source) {
+        if list.len() < 2 {
+            return;
+        }
+        let mut keyed: Vec<(f64, (u32, f64))> = list
+            .iter()
+            .map(|&e| (self.cost(g, e.0, source), e))
+            .collect();
+        keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.0.cmp(&b.1.0)));
+        for (slot, (_, e)) in list.iter_mut().zip(keyed) {
+            *slot = e;
+        }
     }
 }
 
@@ -327,21 +437,19 @@ impl PartialOrd for Move {
     }
 }
 
-/// The core solver over prepared candidate lists (steps 2–4 of the module doc).
+/// The core solver (steps 2–4 of the module doc) over the groups `0..demand.len()`, pricing
+/// through `source`.
 ///
-/// `candidates[g]` lists serving PoPs sorted by (cost, index) and includes the serving PoPs
-/// of `previous(g)`; `widen(g, n)` returns the `n` cheapest serving PoPs for `g` (all of
-/// them if fewer serve), sorted the same way.
-/// `usable` is indexed by PoP. `base` is load already on the PoPs from groups outside this
-/// call (the planner re-solves subsets). Returns weights per group and loads per PoP
-/// (including `base`), and the PoPs that were overloaded before shedding.
+/// `previous(g)` is group `g`'s last list. `usable` is indexed by PoP. `base` is load
+/// already on the PoPs from groups outside this call (the planner re-solves subsets).
+/// Returns weights per group and loads per PoP (including `base`), and the PoPs that were
+/// overloaded before shedding.
 pub(crate) fn solve<'p>(
     demand: &[f64],
-    candidates: Vec<Vec<(u32, f64)>>,
+    source: &mut dyn Source,
     usable: &[f64],
     hysteresis: f64,
     previous: &dyn Fn(usize) -> Option<&'p [(u32, f64)]>,
-    widen: &mut dyn FnMut(usize, usize) -> Vec<(u32, f64)>,
     base: Option<&[f64]>,
 ) -> (Assignment, Vec<u32>) {
     let base = base.map_or_else(|| vec![0.0; usable.len()], <[f64]>::to_vec);
@@ -349,37 +457,42 @@ pub(crate) fn solve<'p>(
         usable,
         load: base.clone(),
     };
-    let mut groups: Vec<Group> = candidates
-        .into_iter()
-        .map(|candidates| Group {
-            candidates,
-            exhausted: false,
-            shares: Vec::new(),
-            touched: false,
-        })
-        .collect();
+    let mut groups: Vec<Group> = Vec::with_capacity(demand.len());
+    groups.resize_with(demand.len(), Group::default);
+    if source.eager() {
+        for (g, group) in groups.iter_mut().enumerate() {
+            let list = source.candidates(g);
+            group.best = list.first().copied();
+            group.candidates = Some(list);
+        }
+    }
 
     // Step 2: previous split or cheapest candidate.
     let mut sticky = Vec::new();
     for (g, group) in groups.iter_mut().enumerate() {
+        source.prefetch(g + PREFETCH_AHEAD);
         let d = demand[g];
-        if d <= 0.0 || group.candidates.is_empty() {
+        if d <= 0.0 {
             continue;
         }
+        if group.candidates.is_none() {
+            group.best = source.best(g);
+        }
+        let Some((best, _)) = group.best else {
+            continue;
+        };
         let prev = previous(g).unwrap_or(&[]);
-        let kept: Vec<(u32, f64)> = prev
-            .iter()
-            .copied()
-            .filter(|&(p, w)| w > 0.0 && group.candidates.iter().any(|&(q, _)| q == p))
-            .collect();
-        let total: f64 = kept.iter().map(|&(_, w)| w).sum();
-        if kept.is_empty() || total <= 0.0 {
-            group.shares.push((group.candidates[0].0, d));
+        let kept = prev.iter().filter(|&&(p, w)| w > 0.0 && source.serving(p));
+        let (count, total) = kept
+            .clone()
+            .fold((0, 0.0), |(n, t), &(_, w)| (n + 1, t + w));
+        if count == 0 || total <= 0.0 {
+            group.shares.push((best, d));
             group.touched = true;
         } else {
-            group.touched = kept.len() != prev.len();
+            group.touched = count != prev.len();
             let scale = if group.touched { d / total } else { d };
-            group.shares = kept.iter().map(|&(p, w)| (p, w * scale)).collect();
+            group.shares = kept.map(|&(p, w)| (p, w * scale)).collect();
             sticky.push(g);
         }
         for &(p, s) in &group.shares {
@@ -389,7 +502,7 @@ pub(crate) fn solve<'p>(
     for _ in 0..MAX_PASSES {
         let mut moved = false;
         for &g in &sticky {
-            moved |= improve(&mut groups[g], hysteresis, &mut loads);
+            moved |= improve(g, &mut groups[g], hysteresis, &mut loads, source);
         }
         if !moved {
             break;
@@ -397,26 +510,27 @@ pub(crate) fn solve<'p>(
     }
 
     // Step 3: shed overload, smallest cost increase first.
-    let shed_from = shed(&mut groups, &mut loads, widen);
+    let shed_from = shed(&mut groups, &mut loads, source);
 
     // Step 4: zero-demand groups go to the cheapest PoP with room.
     let mut out: Vec<Vec<(u32, f64)>> = Vec::with_capacity(groups.len());
     for (g, group) in groups.iter_mut().enumerate() {
-        if group.candidates.is_empty() {
+        if demand[g] <= 0.0 {
+            if group.candidates.is_none() {
+                group.best = source.best(g);
+            }
+            out.push(match group.best {
+                None => Vec::new(),
+                Some(_) => idle_choice(g, group, hysteresis, previous, &loads, source),
+            });
+        } else if group.best.is_none() {
             out.push(Vec::new());
-        } else if demand[g] <= 0.0 {
-            out.push(idle_choice(g, group, hysteresis, previous, &loads, widen));
         } else if !group.touched {
             let mut kept = previous(g).unwrap_or(&[]).to_vec();
-            kept.sort_by(|a, b| {
-                group
-                    .cost(a.0)
-                    .total_cmp(&group.cost(b.0))
-                    .then(a.0.cmp(&b.0))
-            });
+            group.sort_by_cost(g, &mut kept, source);
             out.push(kept);
         } else {
-            out.push(weights(group));
+            out.push(weights(g, group, source));
         }
     }
 
@@ -445,16 +559,46 @@ pub(crate) fn solve<'p>(
 
 /// Moves shares of a sticky group to candidates cheaper by more than the hysteresis that
 /// have room. True if anything moved.
-fn improve(group: &mut Group, hysteresis: f64, loads: &mut Loads<'_>) -> bool {
+fn improve(
+    g: usize,
+    group: &mut Group,
+    hysteresis: f64,
+    loads: &mut Loads<'_>,
+    source: &mut dyn Source,
+) -> bool {
+    if group.settled {
+        return false;
+    }
+    if group.candidates.is_none() {
+        // Only a candidate cheaper than some share's bar can take a share, and the
+        // cheapest candidate is `best`: without one, nothing here ever moves.
+        let best = group.best.map_or(f64::INFINITY, |(_, c)| c);
+        let shares = group.shares.clone();
+        let tempted = shares.iter().any(|&(p, _)| {
+            let cp = group.cost(g, p, source);
+            best < cp - hysteresis * cp.abs()
+        });
+        if !tempted {
+            group.settled = true;
+            return false;
+        }
+        group.list(g, source);
+    }
     let mut moved = false;
     let mut i = 0;
     while i < group.shares.len() {
         let (p, _) = group.shares[i];
-        let cp = group.cost(p);
+        let cp = group.cost(g, p, source);
         let bar = cp - hysteresis * cp.abs();
         let mut j = 0;
-        while j < group.candidates.len() && group.candidates[j].1 < bar {
-            let q = group.candidates[j].0;
+        loop {
+            let candidates = group.candidates.as_deref().unwrap_or(&[]);
+            let Some(&(q, c)) = candidates.get(j) else {
+                break;
+            };
+            if c >= bar {
+                break;
+            }
             let room = loads.room(q);
             let share = group.share(p);
             if room > 0.0 && share > 0.0 {
@@ -481,34 +625,43 @@ fn target(
     group: &mut Group,
     from: u32,
     loads: &Loads<'_>,
-    widen: &mut dyn FnMut(usize, usize) -> Vec<(u32, f64)>,
+    source: &mut dyn Source,
 ) -> Option<(u32, f64)> {
+    if group.candidates.is_none() {
+        // The first list entry other than `from` qualifies: no need to build the rest.
+        let first = match group.best {
+            Some((p, c)) if p != from => Some((p, c)),
+            _ => source.runner_up(g, from),
+        };
+        if let Some((p, c)) = first
+            && loads.room(p) > 0.0
+        {
+            return Some((p, c));
+        }
+    }
     loop {
-        let found = group
-            .candidates
+        let list = group.list(g, source);
+        let found = list
             .iter()
             .copied()
             .find(|&(q, _)| q != from && loads.room(q) > 0.0);
+        let len = list.len();
         if found.is_some() || group.exhausted {
             return found;
         }
-        let want = (group.candidates.len() * 4).max(16);
-        let mut all = widen(g, want);
+        let want = (len * 4).max(16);
+        let mut all = source.widen(g, want);
         group.exhausted = all.len() < want;
-        for &(p, c) in &group.candidates {
+        for &(p, c) in group.candidates.as_deref().unwrap_or(&[]) {
             if !all.iter().any(|&(q, _)| q == p) {
                 all.push((p, c));
             }
         }
-        group.candidates = sorted(all);
+        group.candidates = Some(sorted(all));
     }
 }
 
-fn shed(
-    groups: &mut [Group],
-    loads: &mut Loads<'_>,
-    widen: &mut dyn FnMut(usize, usize) -> Vec<(u32, f64)>,
-) -> Vec<u32> {
+fn shed(groups: &mut [Group], loads: &mut Loads<'_>, source: &mut dyn Source) -> Vec<u32> {
     let over: Vec<u32> = (0..loads.load.len() as u32)
         .filter(|&p| loads.excess(p) > 0.0)
         .collect();
@@ -524,12 +677,13 @@ fn shed(
             .filter(|p| over.binary_search(p).is_ok())
             .collect();
         for from in on {
-            push(&mut heap, g, group, from, loads, widen);
+            push(&mut heap, g, group, from, loads, source);
         }
     }
     while let Some(Reverse(m)) = heap.pop() {
         let excess = loads.excess(m.from);
-        let group = &mut groups[m.group as usize];
+        let g = m.group as usize;
+        let group = &mut groups[g];
         let share = group.share(m.from);
         if excess <= 0.0 || share <= 0.0 {
             continue;
@@ -544,7 +698,7 @@ fn shed(
             );
         }
         if loads.excess(m.from) > 0.0 && group.share(m.from) > 0.0 {
-            push(&mut heap, m.group as usize, group, m.from, loads, widen);
+            push(&mut heap, g, group, m.from, loads, source);
         }
     }
     over
@@ -557,11 +711,11 @@ fn push(
     group: &mut Group,
     from: u32,
     loads: &Loads<'_>,
-    widen: &mut dyn FnMut(usize, usize) -> Vec<(u32, f64)>,
+    source: &mut dyn Source,
 ) {
-    if let Some((to, c)) = target(g, group, from, loads, widen) {
+    if let Some((to, c)) = target(g, group, from, loads, source) {
         heap.push(Reverse(Move {
-            delta: c - group.cost(from),
+            delta: c - group.cost(g, from, source),
             from,
             group: g as u32,
             to,
@@ -569,24 +723,29 @@ fn push(
     }
 }
 
-/// The single PoP of a zero-demand group.
+/// The single PoP of a zero-demand group (one with a serving PoP).
 fn idle_choice<'p>(
     g: usize,
     group: &mut Group,
     hysteresis: f64,
     previous: &dyn Fn(usize) -> Option<&'p [(u32, f64)]>,
     loads: &Loads<'_>,
-    widen: &mut dyn FnMut(usize, usize) -> Vec<(u32, f64)>,
+    source: &mut dyn Source,
 ) -> Vec<(u32, f64)> {
-    let best = target(g, group, u32::MAX, loads, widen).unwrap_or(group.candidates[0]);
+    let best = match target(g, group, u32::MAX, loads, source) {
+        Some(found) => found,
+        None => group
+            .best
+            .expect("idle_choice is only called with a serving PoP"),
+    };
     let prev = previous(g).and_then(|list| {
         list.iter()
             .copied()
-            .filter(|&(p, _)| group.candidates.iter().any(|&(q, _)| q == p))
+            .filter(|&(p, _)| source.serving(p))
             .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
     });
     if let Some((p, _)) = prev {
-        let cp = group.cost(p);
+        let cp = group.cost(g, p, source);
         let keep = p == best.0 || (loads.room(p) > 0.0 && best.1 >= cp - hysteresis * cp.abs());
         if keep {
             return vec![(p, 1.0)];
@@ -596,20 +755,14 @@ fn idle_choice<'p>(
 }
 
 /// A touched group's weights: shares over their sum, by cost, summing to exactly 1.
-fn weights(group: &Group) -> Vec<(u32, f64)> {
+fn weights(g: usize, group: &mut Group, source: &mut dyn Source) -> Vec<(u32, f64)> {
     let total: f64 = group.shares.iter().map(|&(_, s)| s).sum();
-    let mut list: Vec<(u32, f64)> = group
-        .shares
-        .iter()
-        .filter(|&&(_, s)| s > 0.0)
-        .map(|&(p, s)| (p, s / total))
-        .collect();
-    list.sort_by(|a, b| {
-        group
-            .cost(a.0)
-            .total_cmp(&group.cost(b.0))
-            .then(a.0.cmp(&b.0))
-    });
+    let mut list = std::mem::take(&mut group.shares);
+    list.retain(|&(_, s)| s > 0.0);
+    for entry in &mut list {
+        entry.1 /= total;
+    }
+    group.sort_by_cost(g, &mut list, source);
     if let Some(big) =
         (0..list.len()).max_by(|&a, &b| list[a].1.total_cmp(&list[b].1).then(b.cmp(&a)))
     {

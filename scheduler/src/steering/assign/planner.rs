@@ -38,7 +38,7 @@
 //! service's ([`ServiceSpec::deployed`]).
 
 use super::{
-    Assignment, Params, by_cost, clean_cost, clean_demand, has_room, solve, sorted, usable,
+    Assignment, Params, Source, by_cost, clean_cost, clean_demand, has_room, solve, sorted, usable,
 };
 use crate::steering::cost::{
     CostWeights, LatencyModel, PopSignals, UNKNOWN_RTT_MS, modelled_cost, pop_penalty, unit,
@@ -50,6 +50,35 @@ const MARGIN_MS: f64 = 1e-6;
 
 /// Marks an unused near-list slot.
 const NONE: u32 = u32::MAX;
+
+/// Most cost-weight profiles with a scan order of their own.
+const MAX_PROFILES: usize = 8;
+
+/// A scan order for services with the same cost weights: per PoP `q`, every PoP `p` by
+/// `w.rtt · key(q, p) + penalty(p)`. For a group whose nearest PoP is `q`, that value minus
+/// `w.rtt · slack` is a lower bound of its cost at `p` (see [`Planner::new`]), so a bounded
+/// scan in this order can stop at the first bound above the k-th cost found — instead of
+/// walking on until the bound with the *smallest* penalty passes it, which with load
+/// penalties of tens of milliseconds meant most of the list. `n × n` entries per profile.
+#[derive(Debug, Clone)]
+struct Profile {
+    weights: CostWeights,
+    order: Vec<(f64, u32)>,
+}
+
+/// A PoP and an RTT, or a group's header (see [`Planner::slots`]).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    pop: u32,
+    rtt: f64,
+}
+
+impl Slot {
+    const EMPTY: Self = Self {
+        pop: NONE,
+        rtt: f64::INFINITY,
+    };
+}
 
 /// One service as the planner sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +130,8 @@ struct Service {
     deployed: Vec<u32>,
     /// `spec.exact`, sorted by group with duplicates dropped (the first row wins).
     exact: Vec<(u32, Vec<f64>)>,
+    /// Index of this service's weights in [`Planner::profiles`], when built.
+    profile: Option<usize>,
 }
 
 impl Service {
@@ -129,13 +160,15 @@ pub struct Planner {
     /// Per group: nearest PoP and its geographic RTT (`NONE` for unknown locations).
     nearest: Vec<(u32, f64)>,
     near: usize,
-    /// Per group, `near` slots: PoP (or `NONE`) and exact RTT, by (RTT, PoP).
-    near_pop: Vec<u32>,
-    near_rtt: Vec<f64>,
-    /// Per group: lower bound on the RTT of every PoP outside its near list.
-    outside: Vec<f64>,
+    /// Per group, one block of `near + 1` slots, so that pricing a group touches one
+    /// contiguous run of memory: first a header (its nearest PoP, `NONE` for an unknown
+    /// location; and a lower bound on the RTT of every PoP outside its near list), then its
+    /// near PoPs (or `NONE`) with exact RTTs, by (RTT, PoP).
+    slots: Vec<Slot>,
     /// Per PoP `q`, all PoPs by (key, PoP): `n × n`.
     by_key: Vec<(f64, u32)>,
+    /// Scan orders per cost-weight profile, built on first use; see [`Profile`].
+    profiles: Vec<Profile>,
     services: Vec<Service>,
     plans: Vec<Plan>,
     /// Per PoP: (service, index into the plan) with weight on it; may hold stale entries.
@@ -174,11 +207,10 @@ impl Planner {
             units: groups.iter().map(|l| l.map_or([0.0; 3], unit)).collect(),
             nearest: Vec::with_capacity(groups.len()),
             near,
-            near_pop: vec![NONE; groups.len() * near],
-            near_rtt: vec![f64::INFINITY; groups.len() * near],
-            outside: vec![f64::INFINITY; groups.len()],
+            slots: vec![Slot::EMPTY; groups.len() * (near + 1)],
             locations: groups,
             by_key,
+            profiles: Vec::new(),
             services: Vec::new(),
             plans: Vec::new(),
             users: vec![Vec::new(); n],
@@ -206,10 +238,13 @@ impl Planner {
                     dropped = dropped.min(out);
                 }
             }
-            planner.outside[g] = outside.unwrap_or(dropped);
-            for (i, &(rtt, p)) in top.iter().enumerate() {
-                planner.near_pop[g * near + i] = p;
-                planner.near_rtt[g * near + i] = rtt;
+            let block = &mut planner.slots[g * (near + 1)..(g + 1) * (near + 1)];
+            block[0] = Slot {
+                pop: q as u32,
+                rtt: outside.unwrap_or(dropped),
+            };
+            for (slot, &(rtt, p)) in block[1..].iter_mut().zip(&top) {
+                *slot = Slot { pop: p, rtt };
             }
         }
         planner
@@ -247,6 +282,31 @@ impl Planner {
         }
         let (q, q_ms) = self.nearest[g];
         self.rtt_known(&self.units[g], q as usize, q_ms, pop)
+    }
+
+    /// Group `g`'s header slot and near slots.
+    #[inline]
+    fn block(&self, g: usize) -> (Slot, &[Slot]) {
+        let block = &self.slots[g * (self.near + 1)..(g + 1) * (self.near + 1)];
+        (block[0], &block[1..])
+    }
+
+    /// Hints the CPU to load group `g`'s block: groups with demand are scattered over the
+    /// slot array, and waiting for each block in turn dominated the solve (memory-bound).
+    #[inline]
+    fn prefetch(&self, g: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(slot) = self.slots.get(g * (self.near + 1)) {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let at = std::ptr::from_ref(slot).cast::<i8>();
+            // SAFETY: prefetching is a hint that never faults; the pointer is in bounds.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(at);
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64));
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = g;
     }
 
     /// The planner's parameters.
@@ -309,6 +369,7 @@ impl Planner {
         let mut exact = std::mem::take(&mut spec.exact);
         exact.sort_by_key(|(g, _)| *g);
         exact.dedup_by_key(|(g, _)| *g);
+        let profile = self.profiles.iter().position(|p| p.weights == spec.weights);
         Service {
             spec,
             params,
@@ -317,12 +378,59 @@ impl Planner {
             usable,
             deployed,
             exact,
+            profile,
         }
+    }
+
+    /// Builds the scan orders of up to [`MAX_PROFILES`] distinct cost weights (the most
+    /// used first) that do not have one yet. [`Self::full`] calls it; a caller that solves
+    /// through [`Self::standalone`] may call it first to make the rare bounded scans
+    /// cheaper (results are the same either way).
+    pub fn prepare_profiles<'w>(&mut self, weights: impl IntoIterator<Item = &'w CostWeights>) {
+        let mut counts: Vec<(CostWeights, usize)> = Vec::new();
+        for w in weights {
+            match counts.iter_mut().find(|(known, _)| known == w) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((*w, 1)),
+            }
+        }
+        counts.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
+        for (w, _) in counts {
+            if self.profiles.len() >= MAX_PROFILES {
+                break;
+            }
+            // Negative or non-finite RTT weights break the ordering argument: no table.
+            if !(w.rtt >= 0.0 && w.rtt.is_finite()) || self.profiles.iter().any(|p| p.weights == w)
+            {
+                continue;
+            }
+            let profile = self.profile(w);
+            self.profiles.push(profile);
+        }
+    }
+
+    fn profile(&self, weights: CostWeights) -> Profile {
+        let n = self.latency.len();
+        let penalty: Vec<f64> = (0..n)
+            .map(|p| pop_penalty(&weights, &self.signals.get(p).copied().unwrap_or_default()))
+            .collect();
+        let mut order = Vec::with_capacity(n * n);
+        for q in 0..n {
+            let start = order.len();
+            order.extend(
+                self.by_key[q * n..(q + 1) * n]
+                    .iter()
+                    .map(|&(key, p)| (weights.rtt * key + penalty[p as usize], p)),
+            );
+            order[start..].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        }
+        Profile { weights, order }
     }
 
     /// Solves every service. When the planner already holds plans for the same number of
     /// services, each serves as the previous assignment of the service at its index.
     pub fn full(&mut self, services: Vec<ServiceSpec>) {
+        self.prepare_profiles(services.iter().map(|s| &s.weights));
         self.services = services
             .into_iter()
             .map(|spec| self.service(spec))
@@ -373,6 +481,61 @@ impl Planner {
         self.cheapest(svc, g, svc.params.candidates.max(1))
     }
 
+    /// The cheapest serving PoP of group `g` with its cost: the first entry of
+    /// [`Self::cheapest`], found without building a list. The near list is walked in RTT
+    /// order until no later PoP can beat the best so far (RTT only grows along it, and no
+    /// penalty is below the service's smallest).
+    fn best(&self, svc: &Service, g: usize) -> Option<(u32, f64)> {
+        self.best_except(svc, g, NONE)
+    }
+
+    /// [`Self::best`] among the serving PoPs other than `skip`.
+    fn best_except(&self, svc: &Service, g: usize, skip: u32) -> Option<(u32, f64)> {
+        let w = &svc.spec.weights;
+        let (header, near) = self.block(g);
+        // Unknown location (or no PoPs): no near list.
+        if header.pop == NONE || w.rtt < 0.0 || svc.deployed.len() <= 1 || svc.exact(g).is_some() {
+            return self.cheapest_except(svc, g, skip);
+        }
+        let mut best: Option<(u32, f64)> = None;
+        for &Slot { pop: p, rtt } in near {
+            if p == NONE {
+                break;
+            }
+            if let Some((_, c)) = best
+                && w.rtt * rtt + svc.min_penalty > c
+            {
+                break;
+            }
+            if p == skip || !self.serving(svc, p as usize) {
+                continue;
+            }
+            let c = modelled_cost(w, rtt, svc.penalty[p as usize]);
+            let better = best.is_none_or(|(bp, bc)| c.total_cmp(&bc).then(p.cmp(&bp)).is_lt());
+            if better {
+                best = Some((p, c));
+            }
+        }
+        let outside = header.rtt;
+        let bound = if outside == f64::INFINITY {
+            f64::INFINITY
+        } else {
+            w.rtt * outside + svc.min_penalty
+        };
+        match best {
+            Some((_, c)) if c < bound => best,
+            _ => self.cheapest_except(svc, g, skip),
+        }
+    }
+
+    /// The cheapest serving PoP other than `skip` from a list (one or two entries long).
+    fn cheapest_except(&self, svc: &Service, g: usize, skip: u32) -> Option<(u32, f64)> {
+        let k = if skip == NONE { 1 } else { 2 };
+        self.cheapest(svc, g, k)
+            .into_iter()
+            .find(|&(p, _)| p != skip)
+    }
+
     /// The `k` cheapest serving PoPs of group `g`, by (cost, PoP): exactly the first `k`
     /// entries of [`Self::all_serving`].
     fn cheapest(&self, svc: &Service, g: usize, k: usize) -> Vec<(u32, f64)> {
@@ -389,11 +552,8 @@ impl Planner {
             return all;
         }
         let mut top: Vec<(u32, f64)> = Vec::with_capacity(k + 1);
-        let slots = g * self.near..(g + 1) * self.near;
-        for (&p, &rtt) in self.near_pop[slots.clone()]
-            .iter()
-            .zip(&self.near_rtt[slots])
-        {
+        let (header, near) = self.block(g);
+        for &Slot { pop: p, rtt } in near {
             if p == NONE {
                 break;
             }
@@ -402,7 +562,7 @@ impl Planner {
                 _ = insert_top(&mut top, k, (p, c), |e| (e.1, e.0));
             }
         }
-        let outside = self.outside[g];
+        let outside = header.rtt;
         let bound = if outside == f64::INFINITY {
             f64::INFINITY
         } else {
@@ -417,6 +577,24 @@ impl Planner {
         let slack = q_ms - self.latency.distance().base_ms + MARGIN_MS;
         top.clear();
         let q = q as usize;
+        if let Some(profile) = svc.profile {
+            // In the profile's order the lower bounds `w·(key − slack) + penalty` ascend,
+            // so the scan stops at the first PoP whose bound exceeds the k-th cost.
+            let shift = w.rtt * slack;
+            for &(value, p) in &self.profiles[profile].order[q * n..(q + 1) * n] {
+                let lower = value - shift;
+                // Absorb the rounding of computing the bound in another order.
+                let lower = lower - 1e-9 * lower.abs().max(1.0);
+                if top.len() == k && lower > top[k - 1].1 {
+                    break;
+                }
+                if self.serving(svc, p as usize) {
+                    let c = self.cost(svc, g, p as usize);
+                    _ = insert_top(&mut top, k, (p, c), |e| (e.1, e.0));
+                }
+            }
+            return top;
+        }
         for &(key, p) in &self.by_key[q * n..(q + 1) * n] {
             let p_ = p as usize;
             let lower = w.rtt * (key - slack);
@@ -467,25 +645,21 @@ impl Planner {
                 }
             }
         }
-        let prev_list = |i: usize| -> &[(u32, f64)] {
-            match (previous, prev_at[i]) {
-                (Some(prev), Some(j)) => &prev.assignment.groups[j],
-                _ => &[],
-            }
+        let prev_of = |i: usize| {
+            prev_at[i].and_then(|j| previous.map(|prev| prev.assignment.groups[j].as_slice()))
         };
-        let candidates = groups
-            .iter()
-            .enumerate()
-            .map(|(i, &g)| self.candidates_with(svc, g as usize, prev_list(i)))
-            .collect();
-        let prev_of = |i: usize| prev_at[i].map(|_| prev_list(i));
+        let mut source = Lazy {
+            planner: self,
+            svc,
+            groups: Some(&groups),
+            previous: &prev_of,
+        };
         let (assignment, _) = solve(
             &demand,
-            candidates,
+            &mut source,
             &svc.usable,
             svc.params.hysteresis,
             &prev_of,
-            &mut |i, n| self.cheapest(svc, groups[i] as usize, n),
             None,
         );
         let assignment = self.no_pop_case(svc, assignment, &demand);
@@ -583,21 +757,20 @@ impl Planner {
                 }
             }
             let demand: Vec<f64> = subset.iter().map(|&i| plan.demand[i]).collect();
-            let candidates = subset
-                .iter()
-                .map(|&i| {
-                    let g = plan.groups[i] as usize;
-                    self.candidates_with(svc, g, &plan.assignment.groups[i])
-                })
-                .collect();
+            let groups: Vec<u32> = subset.iter().map(|&i| plan.groups[i]).collect();
             let prev_of = |j: usize| Some(plan.assignment.groups[subset[j]].as_slice());
+            let mut source = Lazy {
+                planner: self,
+                svc,
+                groups: Some(&groups),
+                previous: &prev_of,
+            };
             let (result, shed_from) = solve(
                 &demand,
-                candidates,
+                &mut source,
                 &svc.usable,
                 svc.params.hysteresis,
                 &prev_of,
-                &mut |j, n| self.cheapest(svc, plan.groups[subset[j]] as usize, n),
                 Some(&base),
             );
             // Groups outside the subset that sit on a PoP the subset overloaded must be
@@ -696,16 +869,18 @@ impl Standalone<'_> {
             }
         }
         let prev_of = |g: usize| previous.map(|a| a.groups[g].as_slice());
-        let candidates = (0..count)
-            .map(|g| planner.candidates_with(svc, g, prev_of(g).unwrap_or(&[])))
-            .collect();
+        let mut source = Lazy {
+            planner,
+            svc,
+            groups: None,
+            previous: &prev_of,
+        };
         let (assignment, _) = solve(
             &demand,
-            candidates,
+            &mut source,
             &svc.usable,
             svc.params.hysteresis,
             &prev_of,
-            &mut |g, k| planner.cheapest(svc, g, k),
             None,
         );
         planner.no_pop_case(svc, assignment, &demand)
@@ -724,6 +899,60 @@ impl Standalone<'_> {
             .iter()
             .filter(|&&p| up[p as usize])
             .count()
+    }
+}
+
+/// The planner's [`Source`]: solve-local group `i` is `groups[i]` (or group `i` itself
+/// when `groups` is `None`), priced from the shared lists on demand.
+struct Lazy<'a, 'p> {
+    planner: &'a Planner,
+    svc: &'a Service,
+    groups: Option<&'a [u32]>,
+    previous: &'a dyn Fn(usize) -> Option<&'p [(u32, f64)]>,
+}
+
+impl Lazy<'_, '_> {
+    fn group(&self, i: usize) -> usize {
+        self.groups.map_or(i, |groups| groups[i] as usize)
+    }
+}
+
+impl Source for Lazy<'_, '_> {
+    fn prefetch(&self, i: usize) {
+        let known = self.groups.is_none_or(|groups| i < groups.len());
+        if known {
+            self.planner.prefetch(self.group(i));
+        }
+    }
+
+    fn serving(&self, p: u32) -> bool {
+        (p as usize) < self.planner.up.len() && self.planner.serving(self.svc, p as usize)
+    }
+
+    fn best(&mut self, i: usize) -> Option<(u32, f64)> {
+        self.planner.best(self.svc, self.group(i))
+    }
+
+    fn runner_up(&mut self, i: usize, from: u32) -> Option<(u32, f64)> {
+        // With two candidates or more, the cheapest PoP other than `from` is among them.
+        if self.svc.params.candidates < 2 {
+            return None;
+        }
+        self.planner.best_except(self.svc, self.group(i), from)
+    }
+
+    fn cost(&mut self, i: usize, p: u32) -> f64 {
+        self.planner.cost(self.svc, self.group(i), p as usize)
+    }
+
+    fn candidates(&mut self, i: usize) -> Vec<(u32, f64)> {
+        let previous = (self.previous)(i).unwrap_or(&[]);
+        self.planner
+            .candidates_with(self.svc, self.group(i), previous)
+    }
+
+    fn widen(&mut self, i: usize, n: usize) -> Vec<(u32, f64)> {
+        self.planner.cheapest(self.svc, self.group(i), n)
     }
 }
 
