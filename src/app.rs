@@ -348,7 +348,7 @@ pub async fn start(
             if let Some(metrics) = metrics_router(
                 dns_stats.take(),
                 Some(rum_stats),
-                Some(httpdns),
+                Some(Arc::clone(&httpdns)),
                 running.scheduler.clone(),
                 Some(Arc::clone(&engine)),
             ) {
@@ -360,8 +360,12 @@ pub async fn start(
             let addr = listener.local_addr()?;
             let stop = shutdown.clone();
             let tls = http_tls.is_some();
-            tasks.spawn(isobar_dns::httpdns::serve::serve(
-                listener, router, http_tls, stop,
+            tasks.spawn(isobar_dns::httpdns::serve::serve_with(
+                listener,
+                router,
+                Some(httpdns),
+                http_tls,
+                stop,
             ));
             info!(%addr, tls, "HTTP listening (HTTP/1.1 and HTTP/2)");
             running.http = Some(addr);

@@ -3,8 +3,10 @@
 #
 # Servers are pinned to core 0 (taskset -c 0), the load tools to core 1. Each load run lasts
 # DURATION seconds (default 10, at most 20): wrk over HTTP/1.1 keep-alive, then h2load over
-# HTTP/2 (h2c, prior knowledge). Prints one table; req/s ratios are Isobar / nginx, CPU ratios
-# nginx µs / Isobar µs per request (above 1: Isobar spends less CPU per request).
+# HTTP/2 (h2c, prior knowledge), then wrk again with PACE_MS (default 1) ms of think time per
+# connection after each answer (paced.lua): a load below saturation, whose p99 is the service
+# latency rather than a saturated queue's. Prints one table; req/s ratios are Isobar / nginx,
+# CPU ratios nginx µs / Isobar µs per request (above 1: Isobar spends less CPU per request).
 #
 #   bench/http/run.sh            # builds isobar (release) unless ISOBAR_BIN is set
 #   DURATION=15 CONNS=64 bench/http/run.sh
@@ -122,14 +124,22 @@ us_per() { # ticks requests -> server CPU µs per request
   awk -v t="$1" -v k="$TCK" -v n="$2" 'BEGIN { if (n > 0) printf "%.2f", t / k * 1e6 / n; else print "NA" }'
 }
 
+p99_ms() { # wrk --latency output on stdin -> its 99th percentile in ms
+  awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}'
+}
 wrk_run() { # pid url -> "rps p99_ms cpu_us_per_request"
   local t0 out; t0=$(ticks "$1")
   out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$2")
   local rps p99 n
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
+  p99=$(p99_ms <<<"$out")
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   echo "$rps $p99 $(us_per $(( $(ticks "$1") - t0 )) "$n")"
+}
+paced_run() { # url -> "rps p99_ms" under PACE_MS ms of think time per connection
+  local out
+  out=$(PACE_MS=${PACE_MS:-1} taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$HERE/paced.lua" "$1")
+  echo "$(awk '/^Requests\/sec/ {print $2}' <<<"$out") $(p99_ms <<<"$out")"
 }
 h2_run() { # pid url -> "rps mean_ms cpu_us_per_request"
   local t0 out; t0=$(ticks "$1")
@@ -146,6 +156,8 @@ read -r i1 i1p i1c <<<"$(wrk_run "$ISOBAR_PID" "$URL_ISOBAR")"
 read -r n1 n1p n1c <<<"$(wrk_run "$NGINX_PID" "$URL_NGX")"
 read -r i2 i2m i2c <<<"$(h2_run "$ISOBAR_PID" "$URL_ISOBAR")"
 read -r n2 n2m n2c <<<"$(h2_run "$NGINX_PID" "$URL_NGX2")"
+read -r i3 i3p <<<"$(paced_run "$URL_ISOBAR")"
+read -r n3 n3p <<<"$(paced_run "$URL_NGX")"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 # Requests per second of server CPU is the figure a shared machine disturbs least: a
 # neighbour on core 0 lowers both servers' req/s but not what a request costs.
@@ -156,3 +168,5 @@ printf '%-34s %12s %12s %8.2f\n' "HTTP/1.1 server CPU µs/request" "$i1c" "$n1c"
 printf '%-34s %12.0f %12.0f %8.2f\n' "HTTP/2 req/s (h2load)" "$i2" "$n2" "$(echo "$i2 / $n2" | bc -l)"
 printf '%-34s %12.3f %12.3f\n' "HTTP/2 mean ms" "$i2m" "$n2m"
 printf '%-34s %12s %12s %8.2f\n' "HTTP/2 server CPU µs/request" "$i2c" "$n2c" "$(echo "$n2c / $i2c" | bc -l)"
+printf '%-34s %12.0f %12.0f\n' "HTTP/1.1 paced req/s (${PACE_MS:-1} ms)" "$i3" "$n3"
+printf '%-34s %12.3f %12.3f\n' "HTTP/1.1 paced p99 ms" "$i3p" "$n3p"

@@ -23,6 +23,7 @@
 
 pub mod access_log;
 pub mod alibaba;
+pub mod h1;
 pub mod index;
 pub mod limits;
 pub mod metrics;
@@ -107,17 +108,34 @@ impl HttpdnsFrontend {
             .with_state(Arc::clone(self))
     }
 
-    /// Serves one request. `account` is `None` on the unprefixed `/d`.
+    /// Serves one request from the router. `account` is `None` on the unprefixed `/d`.
     fn handle(&self, endpoint: Endpoint, account: Option<&str>, req: &Request) -> Response {
-        let started = Instant::now();
         let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip().to_canonical());
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
         let device_header = req
             .headers()
             .get(DEVICE_HEADER)
             .map(|v| v.to_str().unwrap_or("\u{0}"));
+        let query = req.uri().query().unwrap_or_default();
+        into_response(self.answer(endpoint, account, peer, query, device_header))
+    }
+
+    /// Answers one request, whichever HTTP code path carried it (the router, or
+    /// [`h1`]'s fast path): rate limits, the answer, its counter and its access log.
+    /// `account` is `None` on the unprefixed `/d`; `query` is the raw query string;
+    /// `device_header` the `X-Device-Id` value (`"\0"` when it is not visible ASCII).
+    pub(crate) fn answer(
+        &self,
+        endpoint: Endpoint,
+        account: Option<&str>,
+        peer: IpAddr,
+        query: &str,
+        device_header: Option<&str>,
+    ) -> Reply {
+        let started = Instant::now();
+        let peer = peer.to_canonical();
         let now_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -125,7 +143,7 @@ impl HttpdnsFrontend {
             endpoint,
             account,
             peer,
-            query: req.uri().query().unwrap_or_default(),
+            query,
             device_header,
             now_ms: started.duration_since(self.epoch).as_millis() as u64,
             now_unix_ms,
@@ -142,7 +160,7 @@ impl HttpdnsFrontend {
             reply.code,
             started.elapsed().as_micros() as u64,
         );
-        into_response(reply)
+        reply
     }
 }
 

@@ -7,6 +7,11 @@
 //! finish their in-flight requests for up to [`DRAIN_TIMEOUT`]. Connections are served by
 //! hyper-util's protocol-sniffing builder and TLS by tokio-rustls (both from the hyper and
 //! rustls projects, already what tonic and reqwest run on), with the `ring` provider.
+//!
+//! With an HTTPDNS frontend ([`serve_with`]), HTTP/1.x connections (plain, or TLS without
+//! ALPN `h2`) start in [`super::h1`]'s fast path, which answers the HTTPDNS `GET` routes
+//! itself and hands the connection to hyper, unread bytes included, at the first other
+//! request; HTTP/2 goes to hyper directly.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,6 +27,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -31,6 +37,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
+
+use super::{HttpdnsFrontend, h1};
 
 /// Open connections at most; more are closed on accept.
 pub const MAX_CONNECTIONS: usize = 10_000;
@@ -113,6 +121,18 @@ pub async fn serve(
     tls: Option<Arc<ServerConfig>>,
     shutdown: CancellationToken,
 ) {
+    serve_with(listener, router, None, tls, shutdown).await;
+}
+
+/// [`serve`], with `httpdns`'s `GET` routes answered on HTTP/1.x by the fast path
+/// ([`super::h1`]) instead of `router` (which must route them to the same frontend).
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    httpdns: Option<Arc<HttpdnsFrontend>>,
+    tls: Option<Arc<ServerConfig>>,
+    shutdown: CancellationToken,
+) {
     let acceptor = tls.map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let tasks = TaskTracker::new();
@@ -123,6 +143,10 @@ pub async fn serve(
         .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
+    let builders = Arc::new(Builders {
+        h1: builder.clone().http1_only(),
+        auto: builder,
+    });
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -142,18 +166,24 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = connection_service(router.clone(), peer);
-        let builder = builder.clone();
+        let builders = Arc::clone(&builders);
         let acceptor = acceptor.clone();
         let stop = shutdown.clone();
+        let httpdns = httpdns.clone();
         tasks.spawn(async move {
             let _permit = permit;
+            let fast = httpdns.as_deref();
             match acceptor {
-                None => drive(&builder, TokioIo::new(stream), service, &stop).await,
+                None => connection(&builders, stream, peer, fast, service, &stop).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     match handshake.await {
-                        Ok(Ok(tls)) => drive(&builder, TokioIo::new(tls), service, &stop).await,
+                        Ok(Ok(tls)) => {
+                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let fast = fast.filter(|_| !h2);
+                            connection(&builders, tls, peer, fast, service, &stop).await;
+                        }
                         Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
@@ -168,6 +198,41 @@ pub async fn serve(
         .is_err()
     {
         debug!("HTTP connections still open after the drain timeout");
+    }
+}
+
+/// hyper's connection builders: `auto` sniffs HTTP/2's preface, `h1` is for a connection
+/// the fast path already spoke HTTP/1 on.
+struct Builders {
+    auto: Builder<TokioExecutor>,
+    h1: Builder<TokioExecutor>,
+}
+
+/// Serves one connection: through the fast path when there is one, else (or from the first
+/// request it does not take) through hyper.
+async fn connection<S>(
+    builders: &Builders,
+    io: S,
+    peer: SocketAddr,
+    fast: Option<&HttpdnsFrontend>,
+    service: ConnService,
+    stop: &CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(frontend) = fast else {
+        return drive(&builders.auto, TokioIo::new(io), service, stop).await;
+    };
+    match h1::serve(io, peer.ip(), frontend, HEADER_TIMEOUT, stop).await {
+        h1::End::Closed => {}
+        h1::End::HandOver { io, answered } => {
+            let builder = if answered {
+                &builders.h1
+            } else {
+                &builders.auto
+            };
+            drive(builder, TokioIo::new(io), service, stop).await;
+        }
     }
 }
 

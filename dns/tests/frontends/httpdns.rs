@@ -43,9 +43,10 @@ impl HttpServer {
                 async move { page }
             }),
         );
-        let task = tokio::spawn(isobar_dns::httpdns::serve::serve(
+        let task = tokio::spawn(isobar_dns::httpdns::serve::serve_with(
             listener,
             router,
+            Some(httpdns),
             tls,
             stop.clone(),
         ));
@@ -272,7 +273,7 @@ fn now_unix() -> i64 {
         .as_secs() as i64
 }
 
-fn limit(rate: u32, burst: u32) -> Option<RateLimit> {
+pub(crate) fn limit(rate: u32, burst: u32) -> Option<RateLimit> {
     Some(RateLimit { rate, burst })
 }
 
@@ -335,7 +336,7 @@ fn alibaba_snapshot(version: u64, settings: HttpdnsSettings) -> Snapshot {
     s
 }
 
-fn settings() -> HttpdnsSettings {
+pub(crate) fn settings() -> HttpdnsSettings {
     HttpdnsSettings {
         service_ips: vec![ServiceIps {
             region: "eu".into(),
@@ -347,7 +348,7 @@ fn settings() -> HttpdnsSettings {
     }
 }
 
-fn alibaba_engine(settings: HttpdnsSettings) -> Arc<Engine> {
+pub(crate) fn alibaba_engine(settings: HttpdnsSettings) -> Arc<Engine> {
     let engine = Engine::new(Some(geo_db()));
     engine.install(&alibaba_snapshot(1, settings)).unwrap();
     engine
@@ -765,6 +766,28 @@ async fn serves_http1_keep_alive_h2c_and_tls_with_alpn_h2() {
     let (status, headers, body) = fetch_with(&client, &url).await;
     assert_eq!((status, headers.version), (200, reqwest::Version::HTTP_2));
     assert_eq!(body["ips"][0], json!("192.0.2.10"));
+    // TLS with ALPN http/1.1: the HTTP/1 fast path, then hyper for another route.
+    let tls_h1 = reqwest::Client::builder()
+        .use_rustls_tls()
+        .http1_only()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .resolve("localhost", https.addr)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let (status, headers, body) = fetch_with(&tls_h1, &url).await;
+        assert_eq!((status, headers.version), (200, reqwest::Version::HTTP_11));
+        assert_eq!(body["ips"][0], json!("192.0.2.10"));
+        assert!(headers.cache_control.starts_with("max-age="), "{headers:?}");
+    }
+    let healthz = tls_h1
+        .get(format!("https://localhost:{}/healthz", https.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200);
+    let (status, _, body) = fetch_with(&tls_h1, &url).await;
+    assert_eq!((status, &body["ips"][0]), (200, &json!("192.0.2.10")));
     // Plain HTTP to the TLS port gets no answer.
     assert!(
         reqwest::get(format!("http://{}{path}", https.addr))

@@ -6,6 +6,7 @@ mod dns;
 mod doh;
 mod dynamic;
 mod geo;
+mod http1;
 mod httpdns;
 mod knot;
 mod limits;
