@@ -278,9 +278,7 @@ fn udp_loop(socket: std::net::UdpSocket, shared: Arc<Shared>) {
             }
             batch.out[i] = out;
         }
-        if let Err(error) = batch.send(&socket, n) {
-            tracing::debug!(%error, "udp send failed");
-        }
+        batch.send(&socket, n);
     }
 }
 
