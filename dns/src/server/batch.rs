@@ -196,3 +196,49 @@ fn to_socket_addr(addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Option
         _ => None,
     }
 }
+
+/// Turns off path-MTU discovery for answers, as gdnsd and Knot do: a DNS answer over UDP
+/// never relies on it (EDNS sizes bound it), and without it the kernel neither sets DF
+/// nor consults the route's PMTU state on every send. `IP_PMTUDISC_OMIT` also ignores
+/// forged "fragmentation needed" ICMP; kernels without it get `IP_PMTUDISC_DONT`.
+pub(super) fn disable_pmtu_discovery(socket: &std::net::UdpSocket, ipv6: bool) -> io::Result<()> {
+    let (level, name, omit, dont) = if ipv6 {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_OMIT,
+            libc::IPV6_PMTUDISC_DONT,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_OMIT,
+            libc::IP_PMTUDISC_DONT,
+        )
+    };
+    set_int(socket, level, name, omit).or_else(|_| set_int(socket, level, name, dont))
+}
+
+fn set_int(
+    socket: &std::net::UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` lives across the call and its exact size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_ref(&value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
