@@ -13,6 +13,8 @@
 #
 # Usage: bench/dns/run.sh     (DUR=8 REPS=2; needs dnsperf knot nsd gdnsd pdns-server
 #                               pdns-backend-geoip bind9-dnsutils; python3 pip for the mmdb)
+# Knobs: SERVERS, WORKLOADS (static-www gslb mix), DUR, REPS, and PERF_STAT=1 to count each
+# server's I/O system calls and context switches mid-run (`perf stat`): answers per call.
 # The GeoLite2-City database is fetched from PyPI (maxminddb-geolite2) into $MMDB_CACHE,
 # never into the repository. Every load run is bounded by `timeout`; traffic is 127.0.0.1.
 set -euo pipefail
@@ -23,6 +25,9 @@ REPS=${REPS:-2}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 SERVERS=${SERVERS:-knot nsd gdnsd pdns-geoip isobar}
+WORKLOADS=${WORKLOADS:-static-www gslb mix}
+PERF_STAT=${PERF_STAT:-0} # 1: count the server's I/O system calls with `perf stat` as well
+PERF_EVENTS=syscalls:sys_enter_recvmmsg,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_recvmsg,syscalls:sys_enter_sendmsg,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,context-switches
 CACHE=${MMDB_CACHE:-/tmp/gslb-anchors-cache}
 MMDB=$CACHE/GeoLite2-City.mmdb
 RUN=$(mktemp -d /tmp/isobar-dnsbench.XXXXXX)
@@ -46,8 +51,11 @@ if [ ! -s "$MMDB" ]; then
   tar -xzf "$CACHE"/dl/maxminddb-geolite2-*.tar.gz -C "$CACHE/dl"
   cp "$(find "$CACHE/dl" -name GeoLite2-City.mmdb | head -1)" "$MMDB"
 fi
-case " $SERVERS " in *" isobar "*) (cd "$ROOT" && cargo build --release -q -p isobar) ;; esac
-ISOBAR="$ROOT/target/release/isobar"
+# ISOBAR=path measures a binary built elsewhere (e.g. the previous commit's) instead.
+if [ -z "${ISOBAR:-}" ]; then
+  case " $SERVERS " in *" isobar "*) (cd "$ROOT" && cargo build --release -q -p isobar) ;; esac
+  ISOBAR="$ROOT/target/release/isobar"
+fi
 
 # ECS subnets (dnsperf -E code:hex; family 1, source /24, scope 0, 3 address bytes):
 # GB 81.2.69/24, DE 5.9.0/24, US 8.8.8/24, JP 1.0.16/24, AU 1.1.1/24, BR 177.0.0/24,
@@ -108,6 +116,12 @@ load() { # server port workload
   for r in $(seq "$REPS"); do
     local t0 t1 n i
     t0=$(srv_ticks "$SRV")
+    local sp=""
+    if [ "$PERF_STAT" = 1 ]; then # syscalls and context switches, mid-run, DUR-2 s
+      (sleep 1; perf stat -x, -e "$PERF_EVENTS" -p "$(tree_pids "$SRV" | paste -sd,)" \
+        -o "$RUN/$srv-$wl-$r.perf" -- sleep $((DUR - 2)) >/dev/null 2>&1) &
+      sp=$!
+    fi
     if [ "$wl" = gslb ]; then
       i=0; local perf=()
       for s in $SUBNETS; do
@@ -121,6 +135,7 @@ load() { # server port workload
         -d "$HERE/$wl.txt" -l "$DUR" -c 8 -q 100 -T 1 >"$RUN/$srv-$wl-$r-0.out" 2>&1 || true
     fi
     t1=$(srv_ticks "$SRV")
+    [ -n "$sp" ] && wait "$sp" 2>/dev/null || true
     local done_q qps lost
     done_q=$(cat "$RUN/$srv-$wl-$r"-*.out | awk '/Queries completed:/{s+=$3} END{print s+0}')
     lost=$(cat "$RUN/$srv-$wl-$r"-*.out | awk '/Queries lost:/{s+=$3} END{print s+0}')
@@ -129,6 +144,17 @@ load() { # server port workload
     us=$(awk -v t=$((t1 - t0)) -v k="$TCK" -v q="$done_q" 'BEGIN{ if (q>0) printf "%.2f", t/k*1e6/q; else print "NA"}')
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$srv" "$wl" "$r" "$qps" "$lost" "$us" >>"$RES"
     log "$srv $wl rep $r: qps=$qps lost=$lost server-cpu=${us}us/answer"
+    if [ -s "$RUN/$srv-$wl-$r.perf" ]; then
+      # Packets per I/O system call: answers/s over (receive + send calls)/s, both halves.
+      awk -F, -v q="$qps" -v d=$((DUR - 2)) -v tag="$srv $wl rep $r" '
+        $3 ~ /sys_enter_(recv|send)/ { split($3, e, "sys_enter_"); io[e[2]] += $1; calls += $1 }
+        $3 ~ /context-switches/ { cs = $1 }
+        END { if (calls > 0 && q > 0) {
+                line = sprintf("%s: %.0f io calls/s (", tag, calls / d)
+                for (k in io) line = line sprintf("%s %.0f ", k, io[k] / d)
+                printf "%s), %.2f answers per io call, %.2f context switches per 100 answers\n", line, q * d / calls, cs * 100 / (q * d) } }' \
+        "$RUN/$srv-$wl-$r.perf" | tee -a "$RUN/perf.txt" >&2
+    fi
   done
 }
 
@@ -181,9 +207,10 @@ CONF
     stop_pid "$SRV"; [ -n "$extra" ] && stop_pid "$extra"; return
   fi
   [ $geo = 1 ] && geo_check "$n" $port
-  load "$n" $port static-www
-  [ $geo = 1 ] && load "$n" $port gslb
-  load "$n" $port mix
+  for w in $WORKLOADS; do
+    [ "$w" = gslb ] && [ $geo = 0 ] && continue
+    load "$n" $port "$w"
+  done
   stop_pid "$SRV"
   [ -n "$extra" ] && stop_pid "$extra"
   return 0
@@ -215,3 +242,5 @@ awk -F'\t' '{ m[$1 "/" $2] = $3 }
         ratio("knot", "mix"); ratio("nsd", "mix") }' "$RUN/medians.tsv"
 echo
 cat "$RUN/geo.txt" 2>/dev/null || true
+[ -s "$RUN/perf.txt" ] && { echo; cat "$RUN/perf.txt"; }
+true

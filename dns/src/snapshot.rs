@@ -1,6 +1,5 @@
 //! The validated, indexed form of a pushed `Snapshot` that every query is answered from.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -12,7 +11,7 @@ use isobar_proto::v1::{AnswerSet, HttpdnsAccount, HttpdnsSettings, ServiceMap, S
 
 use crate::cidr::{CidrConflict, Overrides};
 use crate::dynamic::{Gray, MAX_ANSWER_COUNT, Routes, Site};
-use crate::name::{NameKey, parse_absolute};
+use crate::name::{FastMap, NameKey, parse_absolute};
 use crate::wire::WireRecord;
 use crate::zone::Zone;
 
@@ -153,12 +152,12 @@ pub struct ServingSnapshot {
     generated_unix_ms: i64,
     cell_degrees: f64,
     zones: Vec<Zone>,
-    zone_index: HashMap<Box<[u8]>, usize>,
+    zone_index: FastMap<Box<[u8]>, usize>,
     services: Vec<Service>,
-    service_index: HashMap<Box<[u8]>, usize>,
+    service_index: FastMap<Box<[u8]>, usize>,
     overrides: Overrides,
     /// AS number → override group index, for groups that list AS numbers.
-    asn_groups: HashMap<u32, u32>,
+    asn_groups: FastMap<u32, u32>,
     accounts: Vec<HttpdnsAccount>,
     httpdns: Option<HttpdnsSettings>,
 }
@@ -172,11 +171,11 @@ impl ServingSnapshot {
             generated_unix_ms: 0,
             cell_degrees: isobar_proto::geo::DEFAULT_CELL_DEGREES,
             zones: Vec::new(),
-            zone_index: HashMap::new(),
+            zone_index: FastMap::default(),
             services: Vec::new(),
-            service_index: HashMap::new(),
+            service_index: FastMap::default(),
             overrides: Overrides::default(),
-            asn_groups: HashMap::new(),
+            asn_groups: FastMap::default(),
             accounts: Vec::new(),
             httpdns: None,
         }

@@ -1,12 +1,10 @@
 //! One authoritative zone indexed for the query path: names, RRsets, delegations and the SOA.
 
-use std::collections::HashMap;
-
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use isobar_proto::v1::ZoneData;
 
-use crate::name::{NameKey, parse_absolute};
+use crate::name::{FastMap, NameKey, parse_absolute};
 use crate::snapshot::SnapshotError;
 use crate::wire::WireRecord;
 
@@ -77,7 +75,7 @@ pub struct Zone {
     negative_soa: Vec<Record>,
     /// `negative_soa`, pre-encoded.
     negative_soa_wire: Vec<WireRecord>,
-    nodes: HashMap<Box<[u8]>, Node>,
+    nodes: FastMap<Box<[u8]>, Node>,
     has_cuts: bool,
 }
 
@@ -138,7 +136,7 @@ impl Zone {
             soa: Vec::new(),
             negative_soa: Vec::new(),
             negative_soa_wire: Vec::new(),
-            nodes: HashMap::new(),
+            nodes: FastMap::default(),
             has_cuts: false,
         };
         let origin_key: Box<[u8]> = origin_key.as_bytes().into();

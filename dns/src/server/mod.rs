@@ -121,6 +121,10 @@ impl DnsServer {
         let udp = udp.into_std()?;
         udp.set_nonblocking(false)?;
         udp.set_read_timeout(Some(UDP_CANCEL_POLL))?;
+        #[cfg(target_os = "linux")]
+        if let Err(error) = batch::disable_pmtu_discovery(&udp, local_addr.is_ipv6()) {
+            tracing::warn!(%error, "could not turn off path-MTU discovery on the udp socket");
+        }
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, MAX_UDP_WORKERS);
@@ -278,9 +282,7 @@ fn udp_loop(socket: std::net::UdpSocket, shared: Arc<Shared>) {
             }
             batch.out[i] = out;
         }
-        if let Err(error) = batch.send(&socket, n) {
-            tracing::debug!(%error, "udp send failed");
-        }
+        batch.send(&socket, n);
     }
 }
 

@@ -345,6 +345,35 @@ async fn queries_over_the_in_flight_cap_are_dropped_and_counted() {
 }
 
 #[tokio::test]
+async fn a_lone_query_to_an_idle_server_is_answered_at_once_and_shutdown_is_prompt() {
+    let server = dns_server(engine_with(1)).await;
+    let addr = server.local_addr();
+    let ask = query(WWW, RecordType::A, false, None);
+    let mut round_trips = Vec::new();
+    for _ in 0..5 {
+        // Idle for longer than a UDP thread's cancellation poll: each query meets threads
+        // asleep in the kernel, with no batch to fill and nothing queued behind it.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let start = std::time::Instant::now();
+        let r = udp(addr, &ask).await;
+        round_trips.push(start.elapsed());
+        assert_eq!(addrs(&r.answers), ips(&["192.0.2.20"]));
+    }
+    round_trips.sort();
+    assert!(
+        round_trips[2] < Duration::from_millis(20),
+        "median round trip of a lone query: {round_trips:?}"
+    );
+    let start = std::time::Instant::now();
+    server.shutdown().await;
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn zero_in_flight_is_rejected_and_shutdown_frees_the_port() {
     let engine = engine_with(1);
     let zero = DnsLimits {
