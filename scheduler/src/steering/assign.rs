@@ -573,9 +573,8 @@ fn improve(
         // Only a candidate cheaper than some share's bar can take a share, and the
         // cheapest candidate is `best`: without one, nothing here ever moves.
         let best = group.best.map_or(f64::INFINITY, |(_, c)| c);
-        let shares = group.shares.clone();
-        let tempted = shares.iter().any(|&(p, _)| {
-            let cp = group.cost(g, p, source);
+        let tempted = (0..group.shares.len()).any(|i| {
+            let cp = group.cost(g, group.shares[i].0, source);
             best < cp - hysteresis * cp.abs()
         });
         if !tempted {

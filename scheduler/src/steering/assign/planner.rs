@@ -648,26 +648,34 @@ impl Planner {
         let prev_of = |i: usize| {
             prev_at[i].and_then(|j| previous.map(|prev| prev.assignment.groups[j].as_slice()))
         };
-        let mut source = Lazy {
-            planner: self,
-            svc,
-            groups: Some(&groups),
-            previous: &prev_of,
-        };
-        let (assignment, _) = solve(
-            &demand,
-            &mut source,
-            &svc.usable,
-            svc.params.hysteresis,
-            &prev_of,
-            None,
-        );
+        let (assignment, _) = self.solve_lazy(svc, Some(&groups), &demand, &prev_of, None);
         let assignment = self.no_pop_case(svc, assignment, &demand);
         Plan {
             groups,
             demand,
             assignment,
         }
+    }
+
+    /// Runs the core solver for `svc` over `demand`, pricing lazily from the shared lists:
+    /// solve-local group `i` is `groups[i]` (or group `i` when `None`), `previous(i)` its
+    /// last list; `base` is load from groups outside the call.
+    fn solve_lazy<'p>(
+        &self,
+        svc: &Service,
+        groups: Option<&[u32]>,
+        demand: &[f64],
+        previous: &dyn Fn(usize) -> Option<&'p [(u32, f64)]>,
+        base: Option<&[f64]>,
+    ) -> (Assignment, Vec<u32>) {
+        let mut source = Lazy {
+            planner: self,
+            svc,
+            groups,
+            previous,
+        };
+        let hysteresis = svc.params.hysteresis;
+        solve(demand, &mut source, &svc.usable, hysteresis, previous, base)
     }
 
     /// With no serving PoP the core leaves every list empty; report all demand unserved.
@@ -759,20 +767,8 @@ impl Planner {
             let demand: Vec<f64> = subset.iter().map(|&i| plan.demand[i]).collect();
             let groups: Vec<u32> = subset.iter().map(|&i| plan.groups[i]).collect();
             let prev_of = |j: usize| Some(plan.assignment.groups[subset[j]].as_slice());
-            let mut source = Lazy {
-                planner: self,
-                svc,
-                groups: Some(&groups),
-                previous: &prev_of,
-            };
-            let (result, shed_from) = solve(
-                &demand,
-                &mut source,
-                &svc.usable,
-                svc.params.hysteresis,
-                &prev_of,
-                Some(&base),
-            );
+            let (result, shed_from) =
+                self.solve_lazy(svc, Some(&groups), &demand, &prev_of, Some(&base));
             // Groups outside the subset that sit on a PoP the subset overloaded must be
             // movable too, as they are in a full re-solve.
             let mut more: Vec<usize> = Vec::new();
@@ -869,20 +865,7 @@ impl Standalone<'_> {
             }
         }
         let prev_of = |g: usize| previous.map(|a| a.groups[g].as_slice());
-        let mut source = Lazy {
-            planner,
-            svc,
-            groups: None,
-            previous: &prev_of,
-        };
-        let (assignment, _) = solve(
-            &demand,
-            &mut source,
-            &svc.usable,
-            svc.params.hysteresis,
-            &prev_of,
-            None,
-        );
+        let (assignment, _) = planner.solve_lazy(svc, None, &demand, &prev_of, None);
         planner.no_pop_case(svc, assignment, &demand)
     }
 
