@@ -323,6 +323,13 @@ pub(crate) trait Source {
     fn runner_up(&mut self, _g: usize, _from: u32) -> Option<(u32, f64)> {
         None
     }
+    /// A cheap first look at [`Source::runner_up`] for the overload-shedding queue: `Ok`
+    /// with the cheapest serving PoP other than `from` when it is certain to be in `g`'s
+    /// candidate list, `Err` with a lower bound of the cost of any serving PoP other than
+    /// `from` when only more work could tell; `None` to have the solver work it out now.
+    fn runner_up_bound(&mut self, _g: usize, _from: u32) -> Option<Result<(u32, f64), f64>> {
+        None
+    }
     /// The cost of group `g` at serving PoP `p`, as the candidate lists price it.
     fn cost(&mut self, g: usize, p: u32) -> f64;
     /// Group `g`'s `candidates` cheapest serving PoPs plus the serving PoPs of its previous
@@ -411,12 +418,21 @@ impl Group {
 }
 
 /// A candidate move in the overload-shedding step, ordered by cost increase.
+///
+/// A move is `exact` when `to` is the group's target (see [`target`]) and `delta` its cost
+/// increase; otherwise `delta` is only a lower bound of the increase (`to` is 0) and the
+/// target is worked out when the move comes first in the queue. Rooms only shrink while
+/// shedding, so a target found early stays the target as long as it has room, and every
+/// queued key is at most the group's true key: the moves made are those of a queue priced
+/// up front, while most groups on an overloaded PoP — those that never need to move —
+/// are never priced beyond their near list.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Move {
     delta: f64,
     from: u32,
     group: u32,
     to: u32,
+    exact: bool,
 }
 
 impl Eq for Move {}
@@ -428,6 +444,7 @@ impl Ord for Move {
             .then(self.from.cmp(&other.from))
             .then(self.group.cmp(&other.group))
             .then(self.to.cmp(&other.to))
+            .then(self.exact.cmp(&other.exact))
     }
 }
 
@@ -676,7 +693,7 @@ fn shed(groups: &mut [Group], loads: &mut Loads<'_>, source: &mut dyn Source) ->
             .filter(|p| over.binary_search(p).is_ok())
             .collect();
         for from in on {
-            push(&mut heap, g, group, from, loads, source);
+            push(&mut heap, g, group, from, loads, source, false);
         }
     }
     while let Some(Reverse(m)) = heap.pop() {
@@ -685,6 +702,10 @@ fn shed(groups: &mut [Group], loads: &mut Loads<'_>, source: &mut dyn Source) ->
         let group = &mut groups[g];
         let share = group.share(m.from);
         if excess <= 0.0 || share <= 0.0 {
+            continue;
+        }
+        if !m.exact {
+            push(&mut heap, g, group, m.from, loads, source, true);
             continue;
         }
         let room = loads.room(m.to);
@@ -697,13 +718,15 @@ fn shed(groups: &mut [Group], loads: &mut Loads<'_>, source: &mut dyn Source) ->
             );
         }
         if loads.excess(m.from) > 0.0 && group.share(m.from) > 0.0 {
-            push(&mut heap, g, group, m.from, loads, source);
+            push(&mut heap, g, group, m.from, loads, source, false);
         }
     }
     over
 }
 
-/// Queues `group`'s next move off `from`, if it has a PoP with room.
+/// Queues `group`'s next move off `from`: exact when `priced` or when its target is known
+/// cheaply, else keyed by a lower bound of the cost increase (see [`Move`]). Nothing is
+/// queued when no PoP has room.
 fn push(
     heap: &mut BinaryHeap<Reverse<Move>>,
     g: usize,
@@ -711,15 +734,54 @@ fn push(
     from: u32,
     loads: &Loads<'_>,
     source: &mut dyn Source,
+    priced: bool,
 ) {
-    if let Some((to, c)) = target(g, group, from, loads, source) {
-        heap.push(Reverse(Move {
-            delta: c - group.cost(g, from, source),
-            from,
-            group: g as u32,
-            to,
-        }));
-    }
+    let first = match group.best {
+        _ if priced || group.candidates.is_some() => None,
+        Some((p, c)) if p != from => Some(Ok((p, c))),
+        _ => source.runner_up_bound(g, from),
+    };
+    let target = match first {
+        Some(Ok((p, c))) if loads.room(p) > 0.0 => Ok((p, c)),
+        // The cheapest other PoP is full: the target costs at least as much.
+        Some(Ok((_, c))) => Err(c),
+        Some(Err(bound)) => Err(bound),
+        None => match target(g, group, from, loads, source) {
+            Some(found) => Ok(found),
+            None => return,
+        },
+    };
+    queue(heap, g, group, from, target, source);
+}
+
+/// Queues the move of `group` off `from` to `target` (`Ok`: the target PoP and its cost;
+/// `Err`: a lower bound of the target's cost).
+fn queue(
+    heap: &mut BinaryHeap<Reverse<Move>>,
+    g: usize,
+    group: &Group,
+    from: u32,
+    target: Result<(u32, f64), f64>,
+    source: &mut dyn Source,
+) {
+    let (to, cost, exact) = match target {
+        Ok((to, cost)) => (to, cost, true),
+        Err(bound) => (0, bound, false),
+    };
+    let delta = cost - group.cost(g, from, source);
+    // Infinite costs on both sides: keep a bound a bound.
+    let delta = if delta.is_nan() && !exact {
+        f64::NEG_INFINITY
+    } else {
+        delta
+    };
+    heap.push(Reverse(Move {
+        delta,
+        from,
+        group: g as u32,
+        to,
+        exact,
+    }));
 }
 
 /// The single PoP of a zero-demand group (one with a serving PoP).

@@ -491,11 +491,30 @@ impl Planner {
 
     /// [`Self::best`] among the serving PoPs other than `skip`.
     fn best_except(&self, svc: &Service, g: usize, skip: u32) -> Option<(u32, f64)> {
+        match self.near_best_except(svc, g, skip) {
+            Some(Ok(best)) => Some(best),
+            _ => self.cheapest_except(svc, g, skip),
+        }
+    }
+
+    /// What `g`'s near list alone says of [`Self::best_except`]: `Ok` with the answer when
+    /// it is certain (cheaper than any PoP outside the list could be), `Err` with a lower
+    /// bound of the answer's cost when only a scan could tell, `None` when the list cannot
+    /// be used (unknown location, explicit cost row, negative RTT weight, one PoP).
+    ///
+    /// The list is walked in RTT order until no later PoP can beat the best so far (RTT only
+    /// grows along it, and no penalty is below the service's smallest), so the best found
+    /// is the cheapest listed PoP, and `w.rtt · outside + min_penalty` bounds the others.
+    fn near_best_except(
+        &self,
+        svc: &Service,
+        g: usize,
+        skip: u32,
+    ) -> Option<Result<(u32, f64), f64>> {
         let w = &svc.spec.weights;
         let (header, near) = self.block(g);
-        // Unknown location (or no PoPs): no near list.
         if header.pop == NONE || w.rtt < 0.0 || svc.deployed.len() <= 1 || svc.exact(g).is_some() {
-            return self.cheapest_except(svc, g, skip);
+            return None;
         }
         let mut best: Option<(u32, f64)> = None;
         for &Slot { pop: p, rtt } in near {
@@ -522,10 +541,11 @@ impl Planner {
         } else {
             w.rtt * outside + svc.min_penalty
         };
-        match best {
-            Some((_, c)) if c < bound => best,
-            _ => self.cheapest_except(svc, g, skip),
-        }
+        Some(match best {
+            Some((p, c)) if c < bound => Ok((p, c)),
+            Some((_, c)) => Err(c.min(bound)),
+            None => Err(bound),
+        })
     }
 
     /// The cheapest serving PoP other than `skip` from a list (one or two entries long).
@@ -922,6 +942,15 @@ impl Source for Lazy<'_, '_> {
             return None;
         }
         self.planner.best_except(self.svc, self.group(i), from)
+    }
+
+    fn runner_up_bound(&mut self, i: usize, from: u32) -> Option<Result<(u32, f64), f64>> {
+        let g = self.group(i);
+        match self.planner.near_best_except(self.svc, g, from)? {
+            Ok(found) if self.svc.params.candidates >= 2 => Some(Ok(found)),
+            Ok((_, c)) => Some(Err(c)),
+            Err(bound) => Some(Err(bound)),
+        }
     }
 
     fn cost(&mut self, i: usize, p: u32) -> f64 {
