@@ -302,9 +302,10 @@ impl Loads<'_> {
 /// PoP, and for them the solver only needs that PoP ([`Source::best`]), the costs of the
 /// PoPs they already use ([`Source::cost`]) and the serving set — the full candidate list
 /// ([`Source::candidates`]) is built only for a group that could improve past the
-/// hysteresis, sits on an overloaded PoP, or (without demand) finds its cheapest PoP full.
-/// Both give the same result: the list's first entry is `best`, and every other use of the
-/// list is guarded by one of those three conditions.
+/// hysteresis onto a PoP with room, must move off an overloaded PoP (see [`Move`]), or
+/// (without demand) finds its cheapest PoP full. Both give the same result: the list's
+/// first entry is `best`, and every other use of the list is guarded by one of those three
+/// conditions, checked with lower bounds that only skip work that could not change a share.
 pub(crate) trait Source {
     /// Whether every group's candidate list is built before solving (the dense path).
     fn eager(&self) -> bool {
@@ -328,6 +329,11 @@ pub(crate) trait Source {
     /// candidate list, `Err` with a lower bound of the cost of any serving PoP other than
     /// `from` when only more work could tell; `None` to have the solver work it out now.
     fn runner_up_bound(&mut self, _g: usize, _from: u32) -> Option<Result<(u32, f64), f64>> {
+        None
+    }
+    /// A lower bound of the cost of group `g` at any serving PoP `q` other than `from`
+    /// (`u32::MAX`: any) with `room(q)`; `None` when not known cheaply.
+    fn room_bound(&mut self, _g: usize, _from: u32, _room: &dyn Fn(u32) -> bool) -> Option<f64> {
         None
     }
     /// The cost of group `g` at serving PoP `p`, as the candidate lists price it.
@@ -590,12 +596,22 @@ fn improve(
         // Only a candidate cheaper than some share's bar can take a share, and the
         // cheapest candidate is `best`: without one, nothing here ever moves.
         let best = group.best.map_or(f64::INFINITY, |(_, c)| c);
-        let tempted = (0..group.shares.len()).any(|i| {
+        let mut bar = f64::NEG_INFINITY;
+        for i in 0..group.shares.len() {
             let cp = group.cost(g, group.shares[i].0, source);
-            best < cp - hysteresis * cp.abs()
-        });
-        if !tempted {
+            bar = bar.max(cp - hysteresis * cp.abs());
+        }
+        if best >= bar {
             group.settled = true;
+            return false;
+        }
+        // And it must have room: when the source can tell that no serving PoP below the
+        // highest bar has any, nothing moves in this pass (rooms may open in a later one).
+        let room = |q: u32| loads.room(q) > 0.0;
+        if source
+            .room_bound(g, u32::MAX, &room)
+            .is_some_and(|cheapest| cheapest >= bar)
+        {
             return false;
         }
         group.list(g, source);
@@ -741,11 +757,18 @@ fn push(
         Some((p, c)) if p != from => Some(Ok((p, c))),
         _ => source.runner_up_bound(g, from),
     };
+    let room = |q: u32| loads.room(q) > 0.0;
+    // The target costs at least as much as the cheapest other PoP, and as the cheapest
+    // other PoP with room.
+    let above = |bound: f64, source: &mut dyn Source| {
+        Err(source
+            .room_bound(g, from, &room)
+            .map_or(bound, |with_room| with_room.max(bound)))
+    };
     let target = match first {
-        Some(Ok((p, c))) if loads.room(p) > 0.0 => Ok((p, c)),
-        // The cheapest other PoP is full: the target costs at least as much.
-        Some(Ok((_, c))) => Err(c),
-        Some(Err(bound)) => Err(bound),
+        Some(Ok((p, c))) if room(p) => Ok((p, c)),
+        Some(Ok((_, c))) => above(c, source),
+        Some(Err(bound)) => above(bound, source),
         None => match target(g, group, from, loads, source) {
             Some(found) => Ok(found),
             None => return,

@@ -497,6 +497,24 @@ impl Planner {
         }
     }
 
+    /// Group `g`'s near slots and the lower bound of its cost at any PoP outside them, for
+    /// `svc`; `None` when the list cannot be used (unknown location, explicit cost row,
+    /// negative RTT weight).
+    fn near_view(&self, svc: &Service, g: usize) -> Option<(&[Slot], f64)> {
+        let w = &svc.spec.weights;
+        let (header, near) = self.block(g);
+        if header.pop == NONE || w.rtt < 0.0 || svc.exact(g).is_some() {
+            return None;
+        }
+        let outside = header.rtt;
+        let bound = if outside == f64::INFINITY {
+            f64::INFINITY
+        } else {
+            w.rtt * outside + svc.min_penalty
+        };
+        Some((near, bound))
+    }
+
     /// What `g`'s near list alone says of [`Self::best_except`]: `Ok` with the answer when
     /// it is certain (cheaper than any PoP outside the list could be), `Err` with a lower
     /// bound of the answer's cost when only a scan could tell, `None` when the list cannot
@@ -512,10 +530,10 @@ impl Planner {
         skip: u32,
     ) -> Option<Result<(u32, f64), f64>> {
         let w = &svc.spec.weights;
-        let (header, near) = self.block(g);
-        if header.pop == NONE || w.rtt < 0.0 || svc.deployed.len() <= 1 || svc.exact(g).is_some() {
+        if svc.deployed.len() <= 1 {
             return None;
         }
+        let (near, bound) = self.near_view(svc, g)?;
         let mut best: Option<(u32, f64)> = None;
         for &Slot { pop: p, rtt } in near {
             if p == NONE {
@@ -535,17 +553,35 @@ impl Planner {
                 best = Some((p, c));
             }
         }
-        let outside = header.rtt;
-        let bound = if outside == f64::INFINITY {
-            f64::INFINITY
-        } else {
-            w.rtt * outside + svc.min_penalty
-        };
         Some(match best {
             Some((p, c)) if c < bound => Ok((p, c)),
             Some((_, c)) => Err(c.min(bound)),
             None => Err(bound),
         })
+    }
+
+    /// A lower bound of group `g`'s cost at any serving PoP other than `skip` with `room`,
+    /// from its near list: the cheapest such listed PoP, or the bound on every PoP outside
+    /// the list if that is lower (`None` when the list cannot be used).
+    fn room_bound(
+        &self,
+        svc: &Service,
+        g: usize,
+        skip: u32,
+        room: &dyn Fn(u32) -> bool,
+    ) -> Option<f64> {
+        let w = &svc.spec.weights;
+        let (near, bound) = self.near_view(svc, g)?;
+        let mut best = bound;
+        for &Slot { pop: p, rtt } in near {
+            if p == NONE || w.rtt * rtt + svc.min_penalty >= best {
+                break;
+            }
+            if p != skip && self.serving(svc, p as usize) && room(p) {
+                best = best.min(modelled_cost(w, rtt, svc.penalty[p as usize]));
+            }
+        }
+        Some(best)
     }
 
     /// The cheapest serving PoP other than `skip` from a list (one or two entries long).
@@ -942,6 +978,10 @@ impl Source for Lazy<'_, '_> {
             return None;
         }
         self.planner.best_except(self.svc, self.group(i), from)
+    }
+
+    fn room_bound(&mut self, i: usize, from: u32, room: &dyn Fn(u32) -> bool) -> Option<f64> {
+        self.planner.room_bound(self.svc, self.group(i), from, room)
     }
 
     fn runner_up_bound(&mut self, i: usize, from: u32) -> Option<Result<(u32, f64), f64>> {
