@@ -4,8 +4,9 @@
 # Servers are pinned to core 0 (taskset -c 0), the load tools to core 1. Each load run lasts
 # DURATION seconds (default 10, at most 20): wrk over HTTP/1.1 keep-alive, then h2load over
 # HTTP/2 (h2c, prior knowledge), then wrk again with PACE_MS (default 1) ms of think time per
-# connection after each answer (paced.lua): a load below saturation, whose p99 is the service
-# latency rather than a saturated queue's. Prints one table; req/s ratios are Isobar / nginx,
+# connection after each answer (paced.lua), and h2load paced to H2_RPS (default 500) requests/s
+# per connection: loads below saturation, whose p99 is the service latency rather than a
+# saturated queue's. HTTP/2 percentiles come from h2load's per-request log. Prints one table; req/s ratios are Isobar / nginx,
 # CPU ratios nginx µs / Isobar µs per request (above 1: Isobar spends less CPU per request).
 #
 #   bench/http/run.sh            # builds isobar (release) unless ISOBAR_BIN is set
@@ -141,14 +142,24 @@ paced_run() { # url -> "rps p99_ms" under PACE_MS ms of think time per connectio
   out=$(PACE_MS=${PACE_MS:-1} taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$HERE/paced.lua" "$1")
   echo "$(awk '/^Requests\/sec/ {print $2}' <<<"$out") $(p99_ms <<<"$out")"
 }
-h2_run() { # pid url -> "rps mean_ms cpu_us_per_request"
+log_p99_ms() { # h2load --log-file -> 99th percentile of the request durations, ms
+  awk -F'\t' '$2 == 200 {print $3}' "$1" | sort -n | awk '{v[NR]=$1} END {
+    if (NR == 0) { print "NA"; exit }
+    i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", v[i] / 1000 }'
+}
+h2_run() { # pid url -> "rps p99_ms cpu_us_per_request"
   local t0 out; t0=$(ticks "$1")
-  out=$(taskset -c 1 h2load -c"$CONNS" -m"$STREAMS" -D "$DURATION" "$2" 2>&1)
-  local rps mean n
+  out=$(taskset -c 1 h2load -c"$CONNS" -m"$STREAMS" -D "$DURATION" --log-file="$RUN/h2.log" "$2" 2>&1)
+  local rps n
   rps=$(awk '/^finished in/ {print $4}' <<<"$out")
-  mean=$(awk '/^time for request:/ {v=$6; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else {sub(/ms/,"",v)}; print v}' <<<"$out")
   n=$(awk '/^requests:/ {print $8}' <<<"$out")
-  echo "$rps $mean $(us_per $(( $(ticks "$1") - t0 )) "$n")"
+  echo "$rps $(log_p99_ms "$RUN/h2.log") $(us_per $(( $(ticks "$1") - t0 )) "$n")"
+}
+h2_paced_run() { # url -> "rps p99_ms" with each connection paced to H2_RPS requests/s
+  local out
+  out=$(taskset -c 1 h2load -c"$CONNS" -m"$STREAMS" --rps="${H2_RPS:-500}" -D "$DURATION" \
+    --log-file="$RUN/h2-paced.log" "$1" 2>&1)
+  echo "$(awk '/^finished in/ {print $4}' <<<"$out") $(log_p99_ms "$RUN/h2-paced.log")"
 }
 
 echo "body: $(wc -c < "$RUN/body.json") bytes; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -158,6 +169,8 @@ read -r i2 i2m i2c <<<"$(h2_run "$ISOBAR_PID" "$URL_ISOBAR")"
 read -r n2 n2m n2c <<<"$(h2_run "$NGINX_PID" "$URL_NGX2")"
 read -r i3 i3p <<<"$(paced_run "$URL_ISOBAR")"
 read -r n3 n3p <<<"$(paced_run "$URL_NGX")"
+read -r i4 i4p <<<"$(h2_paced_run "$URL_ISOBAR")"
+read -r n4 n4p <<<"$(h2_paced_run "$URL_NGX2")"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 # Requests per second of server CPU is the figure a shared machine disturbs least: a
 # neighbour on core 0 lowers both servers' req/s but not what a request costs.
@@ -166,7 +179,9 @@ printf '%-34s %12.0f %12.0f %8.2f\n' "HTTP/1.1 req/s (wrk)" "$i1" "$n1" "$(echo 
 printf '%-34s %12.3f %12.3f\n' "HTTP/1.1 p99 ms" "$i1p" "$n1p"
 printf '%-34s %12s %12s %8.2f\n' "HTTP/1.1 server CPU µs/request" "$i1c" "$n1c" "$(echo "$n1c / $i1c" | bc -l)"
 printf '%-34s %12.0f %12.0f %8.2f\n' "HTTP/2 req/s (h2load)" "$i2" "$n2" "$(echo "$i2 / $n2" | bc -l)"
-printf '%-34s %12.3f %12.3f\n' "HTTP/2 mean ms" "$i2m" "$n2m"
+printf '%-34s %12s %12s\n' "HTTP/2 p99 ms" "$i2m" "$n2m"
 printf '%-34s %12s %12s %8.2f\n' "HTTP/2 server CPU µs/request" "$i2c" "$n2c" "$(echo "$n2c / $i2c" | bc -l)"
 printf '%-34s %12.0f %12.0f\n' "HTTP/1.1 paced req/s (${PACE_MS:-1} ms)" "$i3" "$n3"
 printf '%-34s %12.3f %12.3f\n' "HTTP/1.1 paced p99 ms" "$i3p" "$n3p"
+printf '%-34s %12.0f %12.0f\n' "HTTP/2 paced req/s (${H2_RPS:-500}/conn)" "$i4" "$n4"
+printf '%-34s %12s %12s\n' "HTTP/2 paced p99 ms" "$i4p" "$n4p"
