@@ -254,6 +254,7 @@ impl Conn<'_> {
         }
     }
 
+    /// Serves an HTTP/2 connection (its preface not read yet) with [`super::h2`].
     async fn h2<S>(&self, frontend: &HttpdnsFrontend, io: S)
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -270,6 +271,7 @@ impl Conn<'_> {
         .await;
     }
 
+    /// Serves the connection (from its next unread byte) with hyper and the router.
     async fn hyper<S>(&self, builder: &Builder<TokioExecutor>, io: S)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
