@@ -35,6 +35,16 @@ impl NameKey {
         key.finish()
     }
 
+    /// The key of the name made of `labels` (leftmost first, root excluded), or `None` for
+    /// an empty or over-long label, or a name longer than DNS allows.
+    pub(crate) fn from_labels<'a>(labels: impl Iterator<Item = &'a [u8]>) -> Option<Self> {
+        let mut key = Self::empty();
+        for label in labels {
+            key.push_label(label)?;
+        }
+        key.finish()
+    }
+
     /// The key of `label.name` (used for wildcard owners, `*.<closest encloser>`).
     pub(crate) fn prepend(label: &[u8], suffix: &[u8]) -> Option<Self> {
         let mut key = Self::empty();

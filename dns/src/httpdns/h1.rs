@@ -22,7 +22,8 @@
 //! [`MAX_HEADERS`] headers — the connection goes to hyper with every byte not yet consumed
 //! ([`End::HandOver`], read back through [`Replay`]), so the rest of the routes (DoH,
 //! `/metrics`, RUM reports, `/healthz`) and hyper's error answers (400, 431) are exactly
-//! what they were. HTTP/2 (the h2c preface, or TLS with ALPN `h2`) never enters here.
+//! what they were. A connection that opens with the HTTP/2 preface (h2c by prior knowledge)
+//! leaves at once as [`End::Http2`], for [`super::h2`]; TLS with ALPN `h2` never enters here.
 //!
 //! **Timeouts.** A connection must deliver each complete request head within the header
 //! timeout of when we started waiting for it (hyper's `header_read_timeout` semantics, idle
@@ -44,6 +45,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::alibaba::Reply;
+use super::h2::PREFACE;
 use super::metrics::{Code, Endpoint};
 use super::{DEVICE_HEADER, HttpdnsFrontend};
 
@@ -59,6 +61,12 @@ const READ_CHUNK: usize = 4096;
 pub enum End<S> {
     /// Closed: EOF, an I/O error, a timeout, `Connection: close`, or shutdown.
     Closed,
+    /// The connection opened with the HTTP/2 preface (h2c by prior knowledge): `io`
+    /// replays it, for [`super::h2`].
+    Http2 {
+        /// The connection, with the bytes read so far (the preface first) in front.
+        io: Replay<S>,
+    },
     /// The rest is for hyper: `io` replays the bytes not consumed yet.
     HandOver {
         /// The connection, with the unconsumed bytes in front.
@@ -102,7 +110,14 @@ where
                     break;
                 }
                 Next::Other => {
-                    hand_over = true;
+                    // A connection's first bytes may be (the start of) the HTTP/2 preface.
+                    let preface = !answered && start == 0;
+                    if preface && buf.starts_with(PREFACE) {
+                        return End::Http2 {
+                            io: Replay::new(buf, io),
+                        };
+                    }
+                    hand_over = !(preface && PREFACE.starts_with(&buf));
                     break;
                 }
                 Next::Get(req) => {
@@ -254,7 +269,7 @@ fn next(pending: &[u8]) -> Next<'_> {
 
 /// The endpoint of an HTTPDNS path, as the router matches it: `/d`, or `/{account}/{name}`
 /// with a non-empty account segment (raw, not percent-decoded, as the handlers read it).
-fn route(path: &str) -> Option<(Option<&str>, Endpoint)> {
+pub(super) fn route(path: &str) -> Option<(Option<&str>, Endpoint)> {
     let rest = path.strip_prefix('/')?;
     let Some((account, name)) = rest.split_once('/') else {
         return (rest == "d").then_some((None, Endpoint::D));
@@ -275,7 +290,7 @@ fn route(path: &str) -> Option<(Option<&str>, Endpoint)> {
 
 /// RFC 3986 characters of a path and query (unreserved, sub-delims, `:@/?%`): a subset of
 /// what `http::Uri` accepts, so a target the fast path takes means the same to the router.
-fn uri_char(b: u8) -> bool {
+pub(super) fn uri_char(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,

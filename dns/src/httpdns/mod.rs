@@ -24,6 +24,7 @@
 pub mod access_log;
 pub mod alibaba;
 pub mod h1;
+pub mod h2;
 pub mod index;
 pub mod limits;
 pub mod metrics;

@@ -11,7 +11,9 @@
 //! With an HTTPDNS frontend ([`serve_with`]), HTTP/1.x connections (plain, or TLS without
 //! ALPN `h2`) start in [`super::h1`]'s fast path, which answers the HTTPDNS `GET` routes
 //! itself and hands the connection to hyper, unread bytes included, at the first other
-//! request; HTTP/2 goes to hyper directly.
+//! request; HTTP/2 connections (the h2c preface, or TLS with ALPN `h2`) are served by
+//! [`super::h2`] on the `h2` crate, which answers those routes inline and runs the router
+//! for the others. Without a frontend ([`serve`]), hyper serves every connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -38,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::{HttpdnsFrontend, h1};
+use super::{HttpdnsFrontend, h1, h2};
 
 /// Open connections at most; more are closed on accept.
 pub const MAX_CONNECTIONS: usize = 10_000;
@@ -124,8 +126,9 @@ pub async fn serve(
     serve_with(listener, router, None, tls, shutdown).await;
 }
 
-/// [`serve`], with `httpdns`'s `GET` routes answered on HTTP/1.x by the fast path
-/// ([`super::h1`]) instead of `router` (which must route them to the same frontend).
+/// [`serve`], with `httpdns`'s `GET` routes answered by the fast paths ([`super::h1`] on
+/// HTTP/1.x, [`super::h2`] on HTTP/2) instead of `router` (which must route them to the
+/// same frontend).
 pub async fn serve_with(
     listener: TcpListener,
     router: Router,
@@ -165,24 +168,29 @@ pub async fn serve_with(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = connection_service(router.clone(), peer);
+        let router = router.clone();
         let builders = Arc::clone(&builders);
         let acceptor = acceptor.clone();
         let stop = shutdown.clone();
         let httpdns = httpdns.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            let fast = httpdns.as_deref();
+            let conn = Conn {
+                builders: &builders,
+                peer,
+                fast: httpdns.as_deref(),
+                router,
+                stop: &stop,
+            };
             match acceptor {
-                None => connection(&builders, stream, peer, fast, service, &stop).await,
+                None => conn.serve(stream, false).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(tls)) => {
                             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                            let fast = fast.filter(|_| !h2);
-                            connection(&builders, tls, peer, fast, service, &stop).await;
+                            conn.serve(tls, h2).await;
                         }
                         Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -208,31 +216,68 @@ struct Builders {
     h1: Builder<TokioExecutor>,
 }
 
-/// Serves one connection: through the fast path when there is one, else (or from the first
-/// request it does not take) through hyper.
-async fn connection<S>(
-    builders: &Builders,
-    io: S,
+/// One accepted connection and what serving it needs.
+struct Conn<'a> {
+    builders: &'a Builders,
     peer: SocketAddr,
-    fast: Option<&HttpdnsFrontend>,
-    service: ConnService,
-    stop: &CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let Some(frontend) = fast else {
-        return drive(&builders.auto, TokioIo::new(io), service, stop).await;
-    };
-    match h1::serve(io, peer.ip(), frontend, HEADER_TIMEOUT, stop).await {
-        h1::End::Closed => {}
-        h1::End::HandOver { io, answered } => {
-            let builder = if answered {
-                &builders.h1
-            } else {
-                &builders.auto
-            };
-            drive(builder, TokioIo::new(io), service, stop).await;
+    /// The HTTPDNS frontend of the fast paths, if any.
+    fast: Option<&'a HttpdnsFrontend>,
+    router: Router,
+    stop: &'a CancellationToken,
+}
+
+impl Conn<'_> {
+    /// Serves the connection: through the fast paths when there is a frontend (HTTP/2 when
+    /// ALPN chose `h2` or the client opens with the h2c preface, else HTTP/1 until a
+    /// request it does not take), else through hyper.
+    async fn serve<S>(self, io: S, alpn_h2: bool)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(frontend) = self.fast else {
+            return self.hyper(&self.builders.auto, io).await;
+        };
+        if alpn_h2 {
+            return self.h2(frontend, io).await;
         }
+        match h1::serve(io, self.peer.ip(), frontend, HEADER_TIMEOUT, self.stop).await {
+            h1::End::Closed => {}
+            h1::End::Http2 { io } => self.h2(frontend, io).await,
+            h1::End::HandOver { io, answered } => {
+                let builder = if answered {
+                    &self.builders.h1
+                } else {
+                    &self.builders.auto
+                };
+                self.hyper(builder, io).await;
+            }
+        }
+    }
+
+    /// Serves an HTTP/2 connection (its preface not read yet) with [`super::h2`].
+    async fn h2<S>(&self, frontend: &HttpdnsFrontend, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        h2::serve(
+            io,
+            self.peer,
+            frontend,
+            &self.router,
+            HANDSHAKE_TIMEOUT,
+            DRAIN_TIMEOUT,
+            self.stop,
+        )
+        .await;
+    }
+
+    /// Serves the connection (from its next unread byte) with hyper and the router.
+    async fn hyper<S>(&self, builder: &Builder<TokioExecutor>, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = connection_service(self.router.clone(), self.peer);
+        drive(builder, TokioIo::new(io), service, self.stop).await;
     }
 }
 

@@ -19,16 +19,16 @@ use crate::httpdns::{alibaba_engine, limit, settings};
 use crate::support::*;
 
 /// The frontend's routes (HTTPDNS, DoH, `/healthz`, RUM reports, HTTPDNS `/metrics`) on the
-/// production accept loop, with the fast path or without it.
-struct Server {
-    addr: SocketAddr,
+/// production accept loop, with the fast paths or without them (also used by `http2.rs`).
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     _rum: isobar_dns::rum::RumReceiver,
 }
 
 impl Server {
-    async fn start(engine: Arc<Engine>, fast: bool) -> Self {
+    pub(crate) async fn start(engine: Arc<Engine>, fast: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let httpdns = HttpdnsFrontend::new(Arc::clone(&engine));
@@ -59,7 +59,7 @@ impl Server {
         }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap();
     }

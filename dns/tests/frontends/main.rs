@@ -7,6 +7,7 @@ mod doh;
 mod dynamic;
 mod geo;
 mod http1;
+mod http2;
 mod httpdns;
 mod knot;
 mod limits;
