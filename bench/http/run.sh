@@ -4,9 +4,10 @@
 # Servers are pinned to core 0 (taskset -c 0), the load tools to core 1. Each load run lasts
 # DURATION seconds (default 10, at most 20): wrk over HTTP/1.1 keep-alive, then h2load over
 # HTTP/2 (h2c, prior knowledge), then wrk again with PACE_MS (default 1) ms of think time per
-# connection after each answer (paced.lua), and h2load paced to H2_RPS (default 500) requests/s
-# per connection: loads below saturation, whose p99 is the service latency rather than a
-# saturated queue's. HTTP/2 percentiles come from h2load's per-request log. Prints one table; req/s ratios are Isobar / nginx,
+# connection after each answer (paced.lua), and h2load with one request in flight per
+# connection (as a mobile client) paced to H2_RPS (default 500) requests/s per connection:
+# loads below saturation, whose p99 is the service latency rather than a saturated queue's.
+# HTTP/2 percentiles come from h2load's per-request log. Prints one table; req/s ratios are Isobar / nginx,
 # CPU ratios nginx µs / Isobar µs per request (above 1: Isobar spends less CPU per request).
 #
 #   bench/http/run.sh            # builds isobar (release) unless ISOBAR_BIN is set
@@ -149,15 +150,17 @@ log_p99_ms() { # h2load --log-file -> 99th percentile of the request durations, 
 }
 h2_run() { # pid url -> "rps p99_ms cpu_us_per_request"
   local t0 out; t0=$(ticks "$1")
+  rm -f "$RUN/h2.log" # h2load appends
   out=$(taskset -c 1 h2load -c"$CONNS" -m"$STREAMS" -D "$DURATION" --log-file="$RUN/h2.log" "$2" 2>&1)
   local rps n
   rps=$(awk '/^finished in/ {print $4}' <<<"$out")
   n=$(awk '/^requests:/ {print $8}' <<<"$out")
   echo "$rps $(log_p99_ms "$RUN/h2.log") $(us_per $(( $(ticks "$1") - t0 )) "$n")"
 }
-h2_paced_run() { # url -> "rps p99_ms" with each connection paced to H2_RPS requests/s
+h2_paced_run() { # url -> "rps p99_ms", each connection one request at a time, H2_RPS per second
   local out
-  out=$(taskset -c 1 h2load -c"$CONNS" -m"$STREAMS" --rps="${H2_RPS:-500}" -D "$DURATION" \
+  rm -f "$RUN/h2-paced.log"
+  out=$(taskset -c 1 h2load -c"$CONNS" -m1 --rps="${H2_RPS:-500}" -D "$DURATION" \
     --log-file="$RUN/h2-paced.log" "$1" 2>&1)
   echo "$(awk '/^finished in/ {print $4}' <<<"$out") $(log_p99_ms "$RUN/h2-paced.log")"
 }
