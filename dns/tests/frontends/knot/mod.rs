@@ -184,16 +184,20 @@ async fn start_knot(dir: &Path, zone_file: &Path) -> Knot {
         .spawn()
         .expect("knotd starts");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let knot = Knot { child, addr };
+    let mut knot = Knot { child, addr };
     let probe = packet(1, 0, zone::ORIGIN, 6, 1, None);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // A startup wait, not a measurement: generous, as the suite runs many servers at once.
+    let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if exchange(addr, &probe, false).await.is_some() {
             return knot;
         }
+        if let Ok(Some(status)) = knot.child.try_wait() {
+            panic!("knotd exited ({status}) before answering on {addr}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("knotd did not answer on {addr} within 10 s");
+    panic!("knotd did not answer on {addr} within 30 s");
 }
 
 /// The zone file as an Isobar snapshot, through hickory's master-file parser.
