@@ -431,18 +431,8 @@ fn push_ip(body: &mut String, ip: IpAddr) {
 }
 
 /// Appends `n` in decimal.
-fn push_u32(body: &mut String, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    body.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+fn push_u32(body: &mut String, n: u32) {
+    body.push_str(itoa::Buffer::new().format(n));
 }
 
 /// Signed interfaces check the signature; unsigned ones need the account's permission.

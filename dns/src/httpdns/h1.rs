@@ -380,18 +380,8 @@ fn encode(out: &mut Vec<u8>, reply: &Reply, http10: bool, keep_alive: bool) {
     out.extend_from_slice(reply.body.as_bytes());
 }
 
-fn push_number(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+fn push_number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 thread_local! {

@@ -243,22 +243,10 @@ fn response_head(reply: &Reply) -> Response<()> {
 
 /// `max-age=<seconds>`.
 fn max_age(seconds: u32) -> HeaderValue {
-    let mut text = [0u8; 8 + 10];
-    text[..8].copy_from_slice(b"max-age=");
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut n = seconds;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let len = 8 + digits.len() - i;
-    text[8..len].copy_from_slice(&digits[i..]);
-    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("max-age=0"))
+    let mut text = String::with_capacity(8 + 10);
+    text.push_str("max-age=");
+    text.push_str(itoa::Buffer::new().format(seconds));
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("max-age=0"))
 }
 
 thread_local! {
