@@ -54,6 +54,16 @@ const NONE: u32 = u32::MAX;
 /// Most cost-weight profiles with a scan order of their own.
 const MAX_PROFILES: usize = 8;
 
+/// Most bytes [`Planner::full`] spends on cheapest-PoP memos shared by services with the
+/// same weights and deployment (16 bytes per group per memo).
+const MAX_MEMO_BYTES: usize = 64 << 20;
+
+/// A memo entry not computed yet.
+const UNSET: u32 = u32::MAX;
+
+/// A memo entry for a group no PoP serves.
+const NO_POP: u32 = u32::MAX - 1;
+
 /// A scan order for services with the same cost weights: per PoP `q`, every PoP `p` by
 /// `w.rtt · key(q, p) + penalty(p)`. For a group whose nearest PoP is `q`, that value minus
 /// `w.rtt · slack` is a lower bound of its cost at `p` (see [`Planner::new`]), so a bounded
@@ -79,6 +89,9 @@ impl Slot {
         rtt: f64::INFINITY,
     };
 }
+
+/// A group's cheapest serving PoP and its cost in a memo ([`UNSET`], [`NO_POP`]).
+type Best = (u32, f64);
 
 /// One service as the planner sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -440,8 +453,13 @@ impl Planner {
         } else {
             Vec::new()
         };
+        let (class, count) = self.memo_classes();
+        let mut memos = vec![vec![(UNSET, 0.0); self.groups()]; count];
         self.plans = (0..self.services.len())
-            .map(|s| self.solve_service(s, previous.get(s)))
+            .map(|s| {
+                let memo = class[s].map(|c| memos[c].as_mut_slice());
+                self.solve_service(s, previous.get(s), memo)
+            })
             .collect();
         self.users.iter_mut().for_each(Vec::clear);
         for (s, plan) in self.plans.iter().enumerate() {
@@ -451,6 +469,41 @@ impl Planner {
                 }
             }
         }
+    }
+
+    /// Services whose cheapest serving PoP per group is the same — same cost weights, same
+    /// deployed PoPs — share one memo of it during [`Self::full`] (a common case: services
+    /// deployed everywhere under a few weight profiles). Returns each service's memo, if
+    /// any, and the number of memos: only for sets of two services or more, the largest
+    /// sets first, within [`MAX_MEMO_BYTES`].
+    fn memo_classes(&self) -> (Vec<Option<usize>>, usize) {
+        let mut keyed: Vec<(usize, &CostWeights, &[u32])> = self
+            .services
+            .iter()
+            .enumerate()
+            .map(|(s, svc)| (s, &svc.spec.weights, svc.deployed.as_slice()))
+            .collect();
+        let bits = |w: &CostWeights| [w.rtt.to_bits(), w.loss.to_bits(), w.load.to_bits()];
+        keyed.sort_by(|a, b| bits(a.1).cmp(&bits(b.1)).then(a.2.cmp(b.2)).then(a.0.cmp(&b.0)));
+        let mut sets: Vec<Vec<usize>> = Vec::new();
+        for (i, &(s, w, deployed)) in keyed.iter().enumerate() {
+            let same = i > 0 && bits(keyed[i - 1].1) == bits(w) && keyed[i - 1].2 == deployed;
+            match sets.last_mut() {
+                Some(set) if same => set.push(s),
+                _ => sets.push(vec![s]),
+            }
+        }
+        sets.retain(|set| set.len() > 1);
+        sets.sort_by_key(|set| (std::cmp::Reverse(set.len()), set[0]));
+        let per_memo = 16 * self.groups().max(1);
+        sets.truncate(MAX_MEMO_BYTES / per_memo);
+        let mut class = vec![None; self.services.len()];
+        for (c, set) in sets.iter().enumerate() {
+            for &s in set {
+                class[s] = Some(c);
+            }
+        }
+        (class, sets.len())
     }
 
     fn serving(&self, svc: &Service, p: usize) -> bool {
@@ -684,7 +737,10 @@ impl Planner {
         list
     }
 
-    fn solve_service(&self, s: usize, previous: Option<&Plan>) -> Plan {
+    /// Solves service `s` from scratch or against its `previous` plan; `memo` is the
+    /// cheapest-PoP memo it shares with services of the same class (see
+    /// [`Self::memo_classes`]).
+    fn solve_service(&self, s: usize, previous: Option<&Plan>, memo: Option<&mut [Best]>) -> Plan {
         let svc = &self.services[s];
         let groups: Vec<u32> = svc.spec.demand.iter().map(|&(g, _)| g).collect();
         let demand: Vec<f64> = svc.spec.demand.iter().map(|&(_, d)| d).collect();
@@ -704,7 +760,7 @@ impl Planner {
         let prev_of = |i: usize| {
             prev_at[i].and_then(|j| previous.map(|prev| prev.assignment.groups[j].as_slice()))
         };
-        let (assignment, _) = self.solve_lazy(svc, Some(&groups), &demand, &prev_of, None);
+        let (assignment, _) = self.solve_lazy(svc, Some(&groups), &demand, &prev_of, None, memo);
         let assignment = self.no_pop_case(svc, assignment, &demand);
         Plan {
             groups,
@@ -723,12 +779,14 @@ impl Planner {
         demand: &[f64],
         previous: &dyn Fn(usize) -> Option<&'p [(u32, f64)]>,
         base: Option<&[f64]>,
+        memo: Option<&mut [Best]>,
     ) -> (Assignment, Vec<u32>) {
         let mut source = Lazy {
             planner: self,
             svc,
             groups,
             previous,
+            memo,
         };
         let hysteresis = svc.params.hysteresis;
         solve(demand, &mut source, &svc.usable, hysteresis, previous, base)
@@ -824,7 +882,7 @@ impl Planner {
             let groups: Vec<u32> = subset.iter().map(|&i| plan.groups[i]).collect();
             let prev_of = |j: usize| Some(plan.assignment.groups[subset[j]].as_slice());
             let (result, shed_from) =
-                self.solve_lazy(svc, Some(&groups), &demand, &prev_of, Some(&base));
+                self.solve_lazy(svc, Some(&groups), &demand, &prev_of, Some(&base), None);
             // Groups outside the subset that sit on a PoP the subset overloaded must be
             // movable too, as they are in a full re-solve.
             let mut more: Vec<usize> = Vec::new();
@@ -879,7 +937,7 @@ impl Planner {
                 .copied()
                 .unwrap_or(false)
             {
-                let plan = self.solve_service(s, Some(&self.plans[s]));
+                let plan = self.solve_service(s, Some(&self.plans[s]), None);
                 for (i, list) in plan.assignment.groups.iter().enumerate() {
                     if list.iter().any(|&(q, _)| q == pop) {
                         self.users[p].push((s as u32, i as u32));
@@ -921,7 +979,7 @@ impl Standalone<'_> {
             }
         }
         let prev_of = |g: usize| previous.map(|a| a.groups[g].as_slice());
-        let (assignment, _) = planner.solve_lazy(svc, None, &demand, &prev_of, None);
+        let (assignment, _) = planner.solve_lazy(svc, None, &demand, &prev_of, None, None);
         planner.no_pop_case(svc, assignment, &demand)
     }
 
@@ -948,6 +1006,9 @@ struct Lazy<'a, 'p> {
     svc: &'a Service,
     groups: Option<&'a [u32]>,
     previous: &'a dyn Fn(usize) -> Option<&'p [(u32, f64)]>,
+    /// Cheapest serving PoP per group, shared with the services of the same weights and
+    /// deployment (see [`Planner::memo_classes`]).
+    memo: Option<&'a mut [Best]>,
 }
 
 impl Lazy<'_, '_> {
@@ -969,7 +1030,18 @@ impl Source for Lazy<'_, '_> {
     }
 
     fn best(&mut self, i: usize) -> Option<(u32, f64)> {
-        self.planner.best(self.svc, self.group(i))
+        let g = self.group(i);
+        // An explicit cost row is the service's own: not shared.
+        let shared = self.svc.exact.is_empty() || self.svc.exact(g).is_none();
+        match self.memo.as_deref_mut().and_then(|memo| memo.get_mut(g)) {
+            Some(slot) if shared => {
+                if slot.0 == UNSET {
+                    *slot = self.planner.best(self.svc, g).unwrap_or((NO_POP, 0.0));
+                }
+                (slot.0 != NO_POP).then_some(*slot)
+            }
+            _ => self.planner.best(self.svc, g),
+        }
     }
 
     fn runner_up(&mut self, i: usize, from: u32) -> Option<(u32, f64)> {
