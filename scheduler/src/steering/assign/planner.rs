@@ -312,10 +312,12 @@ impl Planner {
         if let Some(slot) = self.slots.get(g * (self.near + 1)) {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
             let at = std::ptr::from_ref(slot).cast::<i8>();
-            // SAFETY: prefetching is a hint that never faults; the pointer is in bounds.
+            let bytes = (self.near + 1) * std::mem::size_of::<Slot>();
+            // SAFETY: prefetching is a hint that never faults; the block is in bounds.
             unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(at);
-                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64));
+                for line in (0..bytes).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line));
+                }
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
