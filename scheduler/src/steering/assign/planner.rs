@@ -76,7 +76,7 @@ struct Profile {
     order: Vec<(f64, u32)>,
 }
 
-/// A PoP and an RTT, or a group's header (see [`Planner::slots`]).
+/// A PoP and an RTT, or part of a group's header (see [`Planner::slots`]).
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     pop: u32,
@@ -88,6 +88,49 @@ impl Slot {
         pop: NONE,
         rtt: f64::INFINITY,
     };
+}
+
+/// Slots at the start of each group's block that hold its [`Head`].
+const HEAD: usize = 5;
+
+/// What pricing a group needs besides its near list, kept in the first [`HEAD`] slots of
+/// its block so that one prefetched run of memory serves every lookup.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    /// Nearest PoP; `NONE` for an unknown location (or no PoPs).
+    q: u32,
+    /// Its geographic RTT.
+    q_ms: f64,
+    /// A lower bound on the RTT of every PoP outside the near list.
+    outside: f64,
+    /// Unit vector of the group's location.
+    unit: [f64; 3],
+}
+
+impl Head {
+    fn write(&self, to: &mut [Slot]) {
+        let [x, y, z] = self.unit;
+        to[0] = Slot {
+            pop: self.q,
+            rtt: self.outside,
+        };
+        for (slot, value) in to[1..HEAD].iter_mut().zip([self.q_ms, x, y, z]) {
+            *slot = Slot {
+                pop: NONE,
+                rtt: value,
+            };
+        }
+    }
+
+    #[inline]
+    fn read(from: &[Slot]) -> Self {
+        Self {
+            q: from[0].pop,
+            outside: from[0].rtt,
+            q_ms: from[1].rtt,
+            unit: [from[2].rtt, from[3].rtt, from[4].rtt],
+        }
+    }
 }
 
 /// A group's cheapest serving PoP and its cost in a memo ([`UNSET`], [`NO_POP`]).
@@ -168,15 +211,11 @@ pub struct Planner {
     up: Vec<bool>,
     signals: Vec<PopSignals>,
     locations: Vec<Option<(f64, f64)>>,
-    /// Per group: unit vector of its location (zero when unknown).
-    units: Vec<[f64; 3]>,
-    /// Per group: nearest PoP and its geographic RTT (`NONE` for unknown locations).
-    nearest: Vec<(u32, f64)>,
     near: usize,
-    /// Per group, one block of `near + 1` slots, so that pricing a group touches one
-    /// contiguous run of memory: first a header (its nearest PoP, `NONE` for an unknown
-    /// location; and a lower bound on the RTT of every PoP outside its near list), then its
-    /// near PoPs (or `NONE`) with exact RTTs, by (RTT, PoP).
+    /// Per group, one block of `HEAD + near` slots, so that pricing a group touches one
+    /// contiguous run of memory: first its [`Head`] (nearest PoP, `NONE` for an unknown
+    /// location, with its RTT; a lower bound on the RTT of every PoP outside its near list;
+    /// its unit vector), then its near PoPs (or `NONE`) with exact RTTs, by (RTT, PoP).
     slots: Vec<Slot>,
     /// Per PoP `q`, all PoPs by (key, PoP): `n × n`.
     by_key: Vec<(f64, u32)>,
@@ -217,10 +256,8 @@ impl Planner {
             params,
             up: vec![true; n],
             signals,
-            units: groups.iter().map(|l| l.map_or([0.0; 3], unit)).collect(),
-            nearest: Vec::with_capacity(groups.len()),
             near,
-            slots: vec![Slot::EMPTY; groups.len() * (near + 1)],
+            slots: vec![Slot::EMPTY; groups.len() * (HEAD + near)],
             locations: groups,
             by_key,
             profiles: Vec::new(),
@@ -229,14 +266,21 @@ impl Planner {
             users: vec![Vec::new(); n],
         };
         let mut top: Vec<(f64, u32)> = Vec::with_capacity(near + 1);
+        let width = HEAD + near;
         for g in 0..planner.locations.len() {
-            if planner.locations[g].is_none() || n == 0 {
-                planner.nearest.push((NONE, f64::NAN));
+            let block = g * width..(g + 1) * width;
+            let Some(location) = planner.locations[g].filter(|_| n > 0) else {
+                let head = Head {
+                    q: NONE,
+                    q_ms: f64::NAN,
+                    outside: f64::INFINITY,
+                    unit: [0.0; 3],
+                };
+                head.write(&mut planner.slots[block]);
                 continue;
-            }
-            let from = planner.units[g];
+            };
+            let from = unit(location);
             let (q, q_ms) = planner.nearest_of(&from);
-            planner.nearest.push((q as u32, q_ms));
             let slack = q_ms - base + MARGIN_MS;
             top.clear();
             let mut dropped = f64::INFINITY;
@@ -251,12 +295,15 @@ impl Planner {
                     dropped = dropped.min(out);
                 }
             }
-            let block = &mut planner.slots[g * (near + 1)..(g + 1) * (near + 1)];
-            block[0] = Slot {
-                pop: q as u32,
-                rtt: outside.unwrap_or(dropped),
+            let block = &mut planner.slots[block];
+            let head = Head {
+                q: q as u32,
+                q_ms,
+                outside: outside.unwrap_or(dropped),
+                unit: from,
             };
-            for (slot, &(rtt, p)) in block[1..].iter_mut().zip(&top) {
+            head.write(block);
+            for (slot, &(rtt, p)) in block[HEAD..].iter_mut().zip(&top) {
                 *slot = Slot { pop: p, rtt };
             }
         }
@@ -290,18 +337,31 @@ impl Planner {
 
     /// Exact RTT of group `g` to `pop`.
     fn rtt(&self, g: usize, pop: usize) -> f64 {
-        if self.locations[g].is_none() {
-            return UNKNOWN_RTT_MS;
-        }
-        let (q, q_ms) = self.nearest[g];
-        self.rtt_known(&self.units[g], q as usize, q_ms, pop)
+        self.rtt_from(&self.head(g), pop)
     }
 
-    /// Group `g`'s header slot and near slots.
+    /// Exact RTT to `pop` of the group with `head`.
     #[inline]
-    fn block(&self, g: usize) -> (Slot, &[Slot]) {
-        let block = &self.slots[g * (self.near + 1)..(g + 1) * (self.near + 1)];
-        (block[0], &block[1..])
+    fn rtt_from(&self, head: &Head, pop: usize) -> f64 {
+        if head.q == NONE {
+            return UNKNOWN_RTT_MS;
+        }
+        self.rtt_known(&head.unit, head.q as usize, head.q_ms, pop)
+    }
+
+    /// Group `g`'s [`Head`].
+    #[inline]
+    fn head(&self, g: usize) -> Head {
+        let at = g * (HEAD + self.near);
+        Head::read(&self.slots[at..at + HEAD])
+    }
+
+    /// Group `g`'s [`Head`] and near slots.
+    #[inline]
+    fn block(&self, g: usize) -> (Head, &[Slot]) {
+        let width = HEAD + self.near;
+        let block = &self.slots[g * width..(g + 1) * width];
+        (Head::read(block), &block[HEAD..])
     }
 
     /// Hints the CPU to load group `g`'s block: groups with demand are scattered over the
@@ -309,10 +369,10 @@ impl Planner {
     #[inline]
     fn prefetch(&self, g: usize) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(slot) = self.slots.get(g * (self.near + 1)) {
+        if let Some(slot) = self.slots.get(g * (HEAD + self.near)) {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
             let at = std::ptr::from_ref(slot).cast::<i8>();
-            let bytes = (self.near + 1) * std::mem::size_of::<Slot>();
+            let bytes = (HEAD + self.near) * std::mem::size_of::<Slot>();
             // SAFETY: prefetching is a hint that never faults; the block is in bounds.
             unsafe {
                 for line in (0..bytes).step_by(64) {
@@ -557,11 +617,11 @@ impl Planner {
     /// negative RTT weight).
     fn near_view(&self, svc: &Service, g: usize) -> Option<(&[Slot], f64)> {
         let w = &svc.spec.weights;
-        let (header, near) = self.block(g);
-        if header.pop == NONE || w.rtt < 0.0 || svc.exact(g).is_some() {
+        let (head, near) = self.block(g);
+        if head.q == NONE || w.rtt < 0.0 || svc.exact(g).is_some() {
             return None;
         }
-        let outside = header.rtt;
+        let outside = head.outside;
         let bound = if outside == f64::INFINITY {
             f64::INFINITY
         } else {
@@ -651,9 +711,9 @@ impl Planner {
     /// entries of [`Self::all_serving`].
     fn cheapest(&self, svc: &Service, g: usize, k: usize) -> Vec<(u32, f64)> {
         let w = &svc.spec.weights;
+        let (head, near) = self.block(g);
         // With at most `k` deployed PoPs, pricing them all is cheaper than any list.
-        if self.locations[g].is_none()
-            || self.latency.is_empty()
+        if head.q == NONE
             || w.rtt < 0.0
             || svc.deployed.len() <= k
             || svc.exact(g).is_some()
@@ -663,7 +723,6 @@ impl Planner {
             return all;
         }
         let mut top: Vec<(u32, f64)> = Vec::with_capacity(k + 1);
-        let (header, near) = self.block(g);
         for &Slot { pop: p, rtt } in near {
             if p == NONE {
                 break;
@@ -673,7 +732,7 @@ impl Planner {
                 _ = insert_top(&mut top, k, (p, c), |e| (e.1, e.0));
             }
         }
-        let outside = header.rtt;
+        let outside = head.outside;
         let bound = if outside == f64::INFINITY {
             f64::INFINITY
         } else {
@@ -683,11 +742,12 @@ impl Planner {
             return top;
         }
         // Bounded scan of the nearest PoP's list: stop once no unseen PoP can be cheaper.
+        // (No explicit cost row here: the model prices every PoP.)
         let n = self.latency.len();
-        let (q, q_ms) = self.nearest[g];
-        let slack = q_ms - self.latency.distance().base_ms + MARGIN_MS;
+        let slack = head.q_ms - self.latency.distance().base_ms + MARGIN_MS;
+        let price = |p: usize| modelled_cost(w, self.rtt_from(&head, p), svc.penalty[p]);
         top.clear();
-        let q = q as usize;
+        let q = head.q as usize;
         if let Some(profile) = svc.profile {
             // In the profile's order the lower bounds `w·(key − slack) + penalty` ascend,
             // so the scan stops at the first PoP whose bound exceeds the k-th cost.
@@ -700,7 +760,7 @@ impl Planner {
                     break;
                 }
                 if self.serving(svc, p as usize) {
-                    let c = self.cost(svc, g, p as usize);
+                    let c = price(p as usize);
                     _ = insert_top(&mut top, k, (p, c), |e| (e.1, e.0));
                 }
             }
@@ -717,7 +777,7 @@ impl Planner {
             if !self.serving(svc, p_) || (full && lower + svc.penalty[p_] > top[k - 1].1) {
                 continue;
             }
-            let c = self.cost(svc, g, p_);
+            let c = price(p_);
             _ = insert_top(&mut top, k, (p, c), |e| (e.1, e.0));
         }
         top
