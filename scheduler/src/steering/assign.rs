@@ -510,7 +510,7 @@ pub(crate) fn solve<'p>(
             .clone()
             .fold((0, 0.0), |(n, t), &(_, w)| (n + 1, t + w));
         if count == 0 || total <= 0.0 {
-            group.shares.push((best, d));
+            group.shares = vec![(best, d)];
             group.touched = true;
         } else {
             group.touched = count != prev.len();

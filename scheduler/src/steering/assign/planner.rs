@@ -1144,7 +1144,14 @@ impl Source for Lazy<'_, '_> {
 
 /// Sorts, merges duplicates and drops non-positive demand.
 fn merged(mut demand: Vec<(u32, f64)>) -> Vec<(u32, f64)> {
-    demand.sort_by_key(|&(g, _)| g);
+    if !demand.is_sorted_by_key(|&(g, _)| g) {
+        // Stable, so duplicates add up in the order given: sort (group, position) keys.
+        let mut keys: Vec<u64> = (0..demand.len() as u64)
+            .map(|i| (u64::from(demand[i as usize].0) << 32) | i)
+            .collect();
+        keys.sort_unstable();
+        demand = keys.iter().map(|&k| demand[(k & 0xffff_ffff) as usize]).collect();
+    }
     let mut out: Vec<(u32, f64)> = Vec::with_capacity(demand.len());
     for (g, d) in demand {
         let d = clean_demand(d);
