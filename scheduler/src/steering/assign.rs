@@ -336,6 +336,17 @@ pub(crate) trait Source {
     fn room_bound(&mut self, _g: usize, _from: u32, _room: &dyn Fn(u32) -> bool) -> Option<f64> {
         None
     }
+    /// The cheapest serving PoP of group `g` other than `from` with `room`, by (cost,
+    /// index) — where widening `g`'s candidate list until it holds one ends — found
+    /// directly: `Some(None)` when no such PoP exists, `None` to have the solver widen.
+    fn cheapest_with_room(
+        &mut self,
+        _g: usize,
+        _from: u32,
+        _room: &dyn Fn(u32) -> bool,
+    ) -> Option<Option<(u32, f64)>> {
+        None
+    }
     /// The cost of group `g` at serving PoP `p`, as the candidate lists price it.
     fn cost(&mut self, g: usize, p: u32) -> f64;
     /// Group `g`'s `candidates` cheapest serving PoPs plus the serving PoPs of its previous
@@ -671,6 +682,7 @@ fn target(
             return Some((p, c));
         }
     }
+    let mut widened = false;
     loop {
         let list = group.list(g, source);
         let found = list
@@ -680,6 +692,23 @@ fn target(
         let len = list.len();
         if found.is_some() || group.exhausted {
             return found;
+        }
+        // No listed PoP has room, so widening ends at the cheapest PoP other than `from`
+        // that has any (rooms only shrink while a solve runs, so it stays the answer while
+        // it has room): find it directly when the source can, and list it so its cost is
+        // known for the rest of the solve.
+        if !widened {
+            let room = |q: u32| loads.room(q) > 0.0;
+            if let Some(found) = source.cheapest_with_room(g, from, &room) {
+                if let Some(entry) = found
+                    && let Some(list) = group.candidates.as_mut()
+                {
+                    let at = list.partition_point(|e| by_cost(e, &entry).is_lt());
+                    list.insert(at, entry);
+                }
+                return found;
+            }
+            widened = true;
         }
         let want = (len * 4).max(16);
         let mut all = source.widen(g, want);

@@ -699,6 +699,93 @@ impl Planner {
         Some(best)
     }
 
+    /// The cheapest serving PoP of group `g` other than `skip` with `room`, by (cost, PoP):
+    /// the near list when it settles it, else a bounded scan as in [`Self::cheapest`].
+    fn cheapest_with_room(
+        &self,
+        svc: &Service,
+        g: usize,
+        skip: u32,
+        room: &dyn Fn(u32) -> bool,
+    ) -> Option<(u32, f64)> {
+        let w = &svc.spec.weights;
+        let (head, near) = self.block(g);
+        let fits = |p: u32| p != skip && self.serving(svc, p as usize) && room(p);
+        let better = |c: f64, p: u32, best: Option<(u32, f64)>| {
+            best.is_none_or(|(bp, bc)| c.total_cmp(&bc).then(p.cmp(&bp)).is_lt())
+        };
+        if head.q == NONE || w.rtt < 0.0 || svc.exact(g).is_some() {
+            let mut best = None;
+            for &p in &svc.deployed {
+                if fits(p) {
+                    let c = self.cost(svc, g, p as usize);
+                    if better(c, p, best) {
+                        best = Some((p, c));
+                    }
+                }
+            }
+            return best;
+        }
+        let mut best: Option<(u32, f64)> = None;
+        for &Slot { pop: p, rtt } in near {
+            if p == NONE || best.is_some_and(|(_, c)| w.rtt * rtt + svc.min_penalty > c) {
+                break;
+            }
+            if fits(p) {
+                let c = modelled_cost(w, rtt, svc.penalty[p as usize]);
+                if better(c, p, best) {
+                    best = Some((p, c));
+                }
+            }
+        }
+        let bound = if head.outside == f64::INFINITY {
+            f64::INFINITY
+        } else {
+            w.rtt * head.outside + svc.min_penalty
+        };
+        if best.is_some_and(|(_, c)| c < bound) {
+            return best;
+        }
+        // Bounded scan of the nearest PoP's list, as in `cheapest` with k = 1.
+        let n = self.latency.len();
+        let slack = head.q_ms - self.latency.distance().base_ms + MARGIN_MS;
+        let price = |p: usize| modelled_cost(w, self.rtt_from(&head, p), svc.penalty[p]);
+        let q = head.q as usize;
+        let mut best: Option<(u32, f64)> = None;
+        if let Some(profile) = svc.profile {
+            let shift = w.rtt * slack;
+            for &(value, p) in &self.profiles[profile].order[q * n..(q + 1) * n] {
+                let lower = value - shift;
+                let lower = lower - 1e-9 * lower.abs().max(1.0);
+                if best.is_some_and(|(_, c)| lower > c) {
+                    break;
+                }
+                if fits(p) {
+                    let c = price(p as usize);
+                    if better(c, p, best) {
+                        best = Some((p, c));
+                    }
+                }
+            }
+            return best;
+        }
+        for &(key, p) in &self.by_key[q * n..(q + 1) * n] {
+            let p_ = p as usize;
+            let lower = w.rtt * (key - slack);
+            if best.is_some_and(|(_, c)| lower + svc.min_penalty > c) {
+                break;
+            }
+            if !fits(p) || best.is_some_and(|(_, c)| lower + svc.penalty[p_] > c) {
+                continue;
+            }
+            let c = price(p_);
+            if better(c, p, best) {
+                best = Some((p, c));
+            }
+        }
+        best
+    }
+
     /// The cheapest serving PoP other than `skip` from a list (one or two entries long).
     fn cheapest_except(&self, svc: &Service, g: usize, skip: u32) -> Option<(u32, f64)> {
         let k = if skip == NONE { 1 } else { 2 };
@@ -1125,6 +1212,16 @@ impl Source for Lazy<'_, '_> {
             Ok((_, c)) => Some(Err(c)),
             Err(bound) => Some(Err(bound)),
         }
+    }
+
+    fn cheapest_with_room(
+        &mut self,
+        i: usize,
+        from: u32,
+        room: &dyn Fn(u32) -> bool,
+    ) -> Option<Option<(u32, f64)>> {
+        let g = self.group(i);
+        Some(self.planner.cheapest_with_room(self.svc, g, from, room))
     }
 
     fn cost(&mut self, i: usize, p: u32) -> f64 {
