@@ -347,6 +347,19 @@ pub(crate) trait Source {
     ) -> Option<Option<(u32, f64)>> {
         None
     }
+    /// What [`target`] returns for group `g` before its candidate list is built, when the
+    /// source can tell without building it: the cheapest serving PoP other than `from` with
+    /// `room` (`Some(None)`: none has room), which is the list's answer unless a PoP of `g`'s
+    /// previous list outside the candidates has room; `None` when that cannot be ruled out
+    /// (the solver builds the list).
+    fn direct_target(
+        &mut self,
+        _g: usize,
+        _from: u32,
+        _room: &dyn Fn(u32) -> bool,
+    ) -> Option<Option<(u32, f64)>> {
+        None
+    }
     /// The cost of group `g` at serving PoP `p`, as the candidate lists price it.
     fn cost(&mut self, g: usize, p: u32) -> f64;
     /// Group `g`'s `candidates` cheapest serving PoPs plus the serving PoPs of its previous
@@ -671,6 +684,10 @@ fn target(
     source: &mut dyn Source,
 ) -> Option<(u32, f64)> {
     if group.candidates.is_none() {
+        let room = |q: u32| loads.room(q) > 0.0;
+        if let Some(found) = source.direct_target(g, from, &room) {
+            return found;
+        }
         // The first list entry other than `from` qualifies: no need to build the rest.
         let first = match group.best {
             Some((p, c)) if p != from => Some((p, c)),

@@ -1224,6 +1224,24 @@ impl Source for Lazy<'_, '_> {
         Some(self.planner.cheapest_with_room(self.svc, g, from, room))
     }
 
+    fn direct_target(
+        &mut self,
+        i: usize,
+        from: u32,
+        room: &dyn Fn(u32) -> bool,
+    ) -> Option<Option<(u32, f64)>> {
+        // The list holds the candidates and the previous PoPs, and answers with its first
+        // entry with room: the cheapest PoP with room overall, if the candidates hold it or
+        // no listed previous PoP has room (widening then ends there too). Without another
+        // previous PoP with room, that is all there is to know.
+        let found = self.planner.cheapest_with_room(self.svc, self.group(i), from, room);
+        let previous = (self.previous)(i).unwrap_or(&[]);
+        let other = previous.iter().any(|&(p, _)| {
+            p != from && found.is_none_or(|(q, _)| q != p) && self.serving(p) && room(p)
+        });
+        (!other).then_some(found)
+    }
+
     fn cost(&mut self, i: usize, p: u32) -> f64 {
         self.planner.cost(self.svc, self.group(i), p as usize)
     }
