@@ -608,7 +608,9 @@ impl Planner {
     fn best_except(&self, svc: &Service, g: usize, skip: u32) -> Option<(u32, f64)> {
         match self.near_best_except(svc, g, skip) {
             Some(Ok(best)) => Some(best),
-            _ => self.cheapest_except(svc, g, skip),
+            // The near list did not settle it: straight to the scan.
+            Some(Err(_)) => self.cheapest_with_room(svc, g, skip, &|_| true, false),
+            None => self.cheapest_except(svc, g, skip),
         }
     }
 
@@ -700,13 +702,15 @@ impl Planner {
     }
 
     /// The cheapest serving PoP of group `g` other than `skip` with `room`, by (cost, PoP):
-    /// the near list when it settles it, else a bounded scan as in [`Self::cheapest`].
+    /// the near list when it settles it (looked at only with `walk`), else a bounded scan as
+    /// in [`Self::cheapest`].
     fn cheapest_with_room(
         &self,
         svc: &Service,
         g: usize,
         skip: u32,
         room: &dyn Fn(u32) -> bool,
+        walk: bool,
     ) -> Option<(u32, f64)> {
         let w = &svc.spec.weights;
         let (head, near) = self.block(g);
@@ -727,7 +731,7 @@ impl Planner {
             return best;
         }
         let mut best: Option<(u32, f64)> = None;
-        for &Slot { pop: p, rtt } in near {
+        for &Slot { pop: p, rtt } in near.iter().take(if walk { near.len() } else { 0 }) {
             if p == NONE || best.is_some_and(|(_, c)| w.rtt * rtt + svc.min_penalty > c) {
                 break;
             }
@@ -1221,7 +1225,7 @@ impl Source for Lazy<'_, '_> {
         room: &dyn Fn(u32) -> bool,
     ) -> Option<Option<(u32, f64)>> {
         let g = self.group(i);
-        Some(self.planner.cheapest_with_room(self.svc, g, from, room))
+        Some(self.planner.cheapest_with_room(self.svc, g, from, room, true))
     }
 
     fn direct_target(
@@ -1234,7 +1238,8 @@ impl Source for Lazy<'_, '_> {
         // entry with room: the cheapest PoP with room overall, if the candidates hold it or
         // no listed previous PoP has room (widening then ends there too). Without another
         // previous PoP with room, that is all there is to know.
-        let found = self.planner.cheapest_with_room(self.svc, self.group(i), from, room);
+        let g = self.group(i);
+        let found = self.planner.cheapest_with_room(self.svc, g, from, room, true);
         let previous = (self.previous)(i).unwrap_or(&[]);
         let other = previous.iter().any(|&(p, _)| {
             p != from && found.is_none_or(|(q, _)| q != p) && self.serving(p) && room(p)
