@@ -1173,8 +1173,16 @@ impl Lazy<'_, '_> {
 impl Source for Lazy<'_, '_> {
     fn prefetch(&self, i: usize) {
         let known = self.groups.is_none_or(|groups| i < groups.len());
-        if known {
-            self.planner.prefetch(self.group(i));
+        if !known {
+            return;
+        }
+        let g = self.group(i);
+        self.planner.prefetch(g);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(entry) = self.memo.as_deref().and_then(|memo| memo.get(g)) {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            // SAFETY: prefetching is a hint that never faults; the entry is in bounds.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(entry).cast::<i8>()) };
         }
     }
 
