@@ -546,7 +546,12 @@ impl Planner {
             .map(|(s, svc)| (s, &svc.spec.weights, svc.deployed.as_slice()))
             .collect();
         let bits = |w: &CostWeights| [w.rtt.to_bits(), w.loss.to_bits(), w.load.to_bits()];
-        keyed.sort_by(|a, b| bits(a.1).cmp(&bits(b.1)).then(a.2.cmp(b.2)).then(a.0.cmp(&b.0)));
+        keyed.sort_by(|a, b| {
+            bits(a.1)
+                .cmp(&bits(b.1))
+                .then(a.2.cmp(b.2))
+                .then(a.0.cmp(&b.0))
+        });
         let mut sets: Vec<Vec<usize>> = Vec::new();
         for (i, &(s, w, deployed)) in keyed.iter().enumerate() {
             let same = i > 0 && bits(keyed[i - 1].1) == bits(w) && keyed[i - 1].2 == deployed;
@@ -804,11 +809,7 @@ impl Planner {
         let w = &svc.spec.weights;
         let (head, near) = self.block(g);
         // With at most `k` deployed PoPs, pricing them all is cheaper than any list.
-        if head.q == NONE
-            || w.rtt < 0.0
-            || svc.deployed.len() <= k
-            || svc.exact(g).is_some()
-        {
+        if head.q == NONE || w.rtt < 0.0 || svc.deployed.len() <= k || svc.exact(g).is_some() {
             let mut all = self.all_serving(svc, g);
             all.truncate(k);
             return all;
@@ -1233,7 +1234,10 @@ impl Source for Lazy<'_, '_> {
         room: &dyn Fn(u32) -> bool,
     ) -> Option<Option<(u32, f64)>> {
         let g = self.group(i);
-        Some(self.planner.cheapest_with_room(self.svc, g, from, room, true))
+        Some(
+            self.planner
+                .cheapest_with_room(self.svc, g, from, room, true),
+        )
     }
 
     fn direct_target(
@@ -1247,7 +1251,9 @@ impl Source for Lazy<'_, '_> {
         // no listed previous PoP has room (widening then ends there too). Without another
         // previous PoP with room, that is all there is to know.
         let g = self.group(i);
-        let found = self.planner.cheapest_with_room(self.svc, g, from, room, true);
+        let found = self
+            .planner
+            .cheapest_with_room(self.svc, g, from, room, true);
         let previous = (self.previous)(i).unwrap_or(&[]);
         let other = previous.iter().any(|&(p, _)| {
             p != from && found.is_none_or(|(q, _)| q != p) && self.serving(p) && room(p)
@@ -1278,7 +1284,10 @@ fn merged(mut demand: Vec<(u32, f64)>) -> Vec<(u32, f64)> {
             .map(|i| (u64::from(demand[i as usize].0) << 32) | i)
             .collect();
         keys.sort_unstable();
-        demand = keys.iter().map(|&k| demand[(k & 0xffff_ffff) as usize]).collect();
+        demand = keys
+            .iter()
+            .map(|&k| demand[(k & 0xffff_ffff) as usize])
+            .collect();
     }
     let mut out: Vec<(u32, f64)> = Vec::with_capacity(demand.len());
     for (g, d) in demand {

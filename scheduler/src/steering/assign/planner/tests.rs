@@ -237,3 +237,144 @@ proptest! {
         prop_assert!(planner.is_up(c.down as u32));
     }
 }
+
+/// A case whose services all share the first one's weights and deployment (capacities and
+/// demand still differ), so [`Planner::full`] solves them with a shared cheapest-PoP memo.
+fn shared_case() -> impl Strategy<Value = Case> {
+    case().prop_map(|mut c| {
+        let first = c.services[0].clone();
+        if c.services.len() == 1 {
+            let mut twin = first.clone();
+            twin.capacity = twin.capacity.iter().map(|c| c.map(|c| c / 2.0)).collect();
+            twin.demand.reverse();
+            c.services.push(twin);
+        }
+        for s in &mut c.services {
+            s.weights = first.weights;
+            s.deployed = first.deployed.clone();
+        }
+        c
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn services_sharing_a_memo_are_solved_as_the_plain_solver_does(c in shared_case()) {
+        let mut planner = c.planner();
+        let (class, count) = planner.memo_classes();
+        prop_assert_eq!(count, 1);
+        prop_assert!(class.iter().all(|&m| m == Some(0)));
+        for s in 0..c.services.len() {
+            let expected = c.assign(s, None, None);
+            check_plan(planner.plan(s), &expected, 0.0)?;
+            prop_assert_eq!(&planner.plan(s).assignment.load, &expected.load);
+        }
+        // Again with the previous plans: the memo is rebuilt per solve.
+        planner.full(c.services.clone());
+        for s in 0..c.services.len() {
+            let first = c.assign(s, None, None);
+            let again = c.assign(s, None, Some(&first));
+            check_plan(planner.plan(s), &again, 0.0)?;
+        }
+    }
+}
+
+#[test]
+fn memo_classes_group_services_by_weights_and_deployment_only() {
+    let c = Case {
+        pops: vec![(0.0, 0.0), (10.0, 10.0), (20.0, 20.0)],
+        measured: Vec::new(),
+        signals: vec![PopSignals::default(); 3],
+        groups: vec![Some((1.0, 1.0)), Some((19.0, 19.0))],
+        services: Vec::new(),
+        params: Params::default(),
+        near: 2,
+        down: 0,
+    };
+    let spec = |deployed: Vec<bool>, rtt: f64, demand: f64| ServiceSpec {
+        deployed,
+        capacity: Vec::new(),
+        weights: CostWeights {
+            rtt,
+            ..CostWeights::default()
+        },
+        demand: vec![(0, demand), (1, demand)],
+        exact: Vec::new(),
+        params: None,
+    };
+    let all = vec![true; 3];
+    let two = vec![true, true, false];
+    let mut planner = c.planner();
+    planner.full(vec![
+        spec(all.clone(), 1.0, 5.0),
+        spec(two.clone(), 1.0, 5.0),
+        spec(all.clone(), 2.0, 5.0),
+        spec(all.clone(), 1.0, 9.0),
+        spec(two.clone(), 1.0, 1.0),
+        spec(all.clone(), 3.0, 5.0),
+    ]);
+    let (class, count) = planner.memo_classes();
+    assert_eq!(count, 2);
+    // Services 0 and 3 (everywhere, rtt 1) share one memo, 1 and 4 (two PoPs) another;
+    // 2 and 5 have weights of their own and no memo.
+    assert_eq!(class[0], class[3]);
+    assert_eq!(class[1], class[4]);
+    assert_ne!(class[0], class[1]);
+    assert!(class[0].is_some() && class[1].is_some());
+    assert_eq!((class[2], class[5]), (None, None));
+}
+
+/// A group split over its nearest PoP and a previous PoP outside its (single) candidate,
+/// whose nearest PoP then shrinks: the plain solver spills to the previous PoP, which its
+/// list holds, even though a cheaper PoP now has room — and so must the planner, which
+/// finds spill targets without building lists.
+#[test]
+fn a_spill_goes_to_a_listed_previous_pop_as_in_the_plain_solver() {
+    let spec = |capacity: [f64; 3], demand: Vec<(u32, f64)>| ServiceSpec {
+        deployed: vec![true; 3],
+        capacity: capacity.iter().map(|&c| Some(c)).collect(),
+        weights: CostWeights::default(),
+        demand,
+        exact: Vec::new(),
+        params: None,
+    };
+    let first_case = Case {
+        pops: vec![(0.0, 0.0), (0.0, 10.0), (0.0, 11.0)],
+        measured: Vec::new(),
+        signals: vec![PopSignals::default(); 3],
+        // Group 0 by PoP 0; group 1 fills PoP 1 in the first solve.
+        groups: vec![Some((0.0, 0.0)), Some((0.0, 10.0))],
+        services: vec![spec([5.0, 5.0, 100.0], vec![(0, 10.0), (1, 5.0)])],
+        params: Params {
+            headroom: 0.0,
+            hysteresis: 0.1,
+            candidates: 1,
+        },
+        near: 3,
+        down: 0,
+    };
+    let mut planner = first_case.planner();
+    let first = first_case.assign(0, None, None);
+    let split: Vec<u32> = first.groups[0].iter().map(|&(p, _)| p).collect();
+    assert_eq!(
+        split,
+        [0, 2],
+        "group 0 spills past the full PoP 1: {first:?}"
+    );
+
+    // PoP 0 shrinks and group 1 leaves, so PoP 1 has room; PoP 1 is cheaper than PoP 2 by
+    // less than the hysteresis, so group 0 keeps its split until the spill.
+    let mut second_case = first_case.clone();
+    second_case.services = vec![spec([2.0, 5.0, 100.0], vec![(0, 10.0)])];
+    planner.full(second_case.services.clone());
+    let expected = second_case.assign(0, None, Some(&first));
+    let pops: Vec<u32> = expected.groups[0].iter().map(|&(p, _)| p).collect();
+    assert_eq!(
+        pops,
+        [0, 2],
+        "the plain solver spills to the listed PoP 2: {expected:?}"
+    );
+    check_plan(planner.plan(0), &expected, 0.0).unwrap();
+}
