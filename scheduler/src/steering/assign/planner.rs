@@ -21,9 +21,9 @@
 //!   candidates then go through the same core as [`super::assign`], so for the groups with
 //!   demand the planner returns exactly what `assign` returns for the same inputs. Services
 //!   with the same weights and deployed PoPs share each group's cheapest PoP through a memo
-//!   kept for the call; a group shed off an overloaded PoP whose
-//!   listed PoPs are full gets the cheapest PoP with room from one bounded scan — where
-//!   widening its list would end — instead of lists four times as long each time.
+//!   kept for the call; a group shed off an overloaded PoP whose listed PoPs are full gets
+//!   the cheapest PoP with room from one bounded scan — where widening its list would end —
+//!   instead of lists four times as long each time.
 //! - **Groups without demand** are not stored: [`Planner::route`] answers them on lookup
 //!   (the cheapest serving PoP with room, as `assign` does, without hysteresis).
 //! - **Incremental** ([`Planner::pop_down`]): a reverse index lists, per PoP, the (service,
