@@ -683,8 +683,8 @@ fn target(
     loads: &Loads<'_>,
     source: &mut dyn Source,
 ) -> Option<(u32, f64)> {
+    let room = |q: u32| loads.room(q) > 0.0;
     if group.candidates.is_none() {
-        let room = |q: u32| loads.room(q) > 0.0;
         if let Some(found) = source.direct_target(g, from, &room) {
             return found;
         }
@@ -694,18 +694,14 @@ fn target(
             _ => source.runner_up(g, from),
         };
         if let Some((p, c)) = first
-            && loads.room(p) > 0.0
+            && room(p)
         {
             return Some((p, c));
         }
     }
-    let mut widened = false;
     loop {
         let list = group.list(g, source);
-        let found = list
-            .iter()
-            .copied()
-            .find(|&(q, _)| q != from && loads.room(q) > 0.0);
+        let found = list.iter().copied().find(|&(q, _)| q != from && room(q));
         let len = list.len();
         if found.is_some() || group.exhausted {
             return found;
@@ -714,18 +710,14 @@ fn target(
         // that has any (rooms only shrink while a solve runs, so it stays the answer while
         // it has room): find it directly when the source can, and list it so its cost is
         // known for the rest of the solve.
-        if !widened {
-            let room = |q: u32| loads.room(q) > 0.0;
-            if let Some(found) = source.cheapest_with_room(g, from, &room) {
-                if let Some(entry) = found
-                    && let Some(list) = group.candidates.as_mut()
-                {
-                    let at = list.partition_point(|e| by_cost(e, &entry).is_lt());
-                    list.insert(at, entry);
-                }
-                return found;
+        if let Some(found) = source.cheapest_with_room(g, from, &room) {
+            if let Some(entry) = found
+                && let Some(list) = group.candidates.as_mut()
+            {
+                let at = list.partition_point(|e| by_cost(e, &entry).is_lt());
+                list.insert(at, entry);
             }
-            widened = true;
+            return found;
         }
         let want = (len * 4).max(16);
         let mut all = source.widen(g, want);

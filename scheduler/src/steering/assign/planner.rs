@@ -655,6 +655,16 @@ impl Planner {
         g: usize,
         skip: u32,
     ) -> Option<Result<(u32, f64), f64>> {
+        self.near_best(svc, g, |p| p != skip && self.serving(svc, p as usize))
+    }
+
+    /// [`Self::near_best_except`] among the PoPs that `fit` (which must imply serving).
+    fn near_best(
+        &self,
+        svc: &Service,
+        g: usize,
+        fit: impl Fn(u32) -> bool,
+    ) -> Option<Result<(u32, f64), f64>> {
         let w = &svc.spec.weights;
         if svc.deployed.len() <= 1 {
             return None;
@@ -670,7 +680,7 @@ impl Planner {
             {
                 break;
             }
-            if p == skip || !self.serving(svc, p as usize) {
+            if !fit(p) {
                 continue;
             }
             let c = modelled_cost(w, rtt, svc.penalty[p as usize]);
@@ -722,81 +732,17 @@ impl Planner {
         walk: bool,
     ) -> Option<(u32, f64)> {
         let w = &svc.spec.weights;
-        let (head, near) = self.block(g);
         let fits = |p: u32| p != skip && self.serving(svc, p as usize) && room(p);
-        let better = |c: f64, p: u32, best: Option<(u32, f64)>| {
-            best.is_none_or(|(bp, bc)| c.total_cmp(&bc).then(p.cmp(&bp)).is_lt())
-        };
+        let head = self.head(g);
         if head.q == NONE || w.rtt < 0.0 || svc.exact(g).is_some() {
-            let mut best = None;
-            for &p in &svc.deployed {
-                if fits(p) {
-                    let c = self.cost(svc, g, p as usize);
-                    if better(c, p, best) {
-                        best = Some((p, c));
-                    }
-                }
-            }
-            return best;
+            return self.all_serving(svc, g).into_iter().find(|&(p, _)| fits(p));
         }
-        let mut best: Option<(u32, f64)> = None;
-        for &Slot { pop: p, rtt } in near.iter().take(if walk { near.len() } else { 0 }) {
-            if p == NONE || best.is_some_and(|(_, c)| w.rtt * rtt + svc.min_penalty > c) {
-                break;
-            }
-            if fits(p) {
-                let c = modelled_cost(w, rtt, svc.penalty[p as usize]);
-                if better(c, p, best) {
-                    best = Some((p, c));
-                }
-            }
+        if walk && let Some(Ok(found)) = self.near_best(svc, g, fits) {
+            return Some(found);
         }
-        let bound = if head.outside == f64::INFINITY {
-            f64::INFINITY
-        } else {
-            w.rtt * head.outside + svc.min_penalty
-        };
-        if best.is_some_and(|(_, c)| c < bound) {
-            return best;
-        }
-        // Bounded scan of the nearest PoP's list, as in `cheapest` with k = 1.
-        let n = self.latency.len();
-        let slack = head.q_ms - self.latency.distance().base_ms + MARGIN_MS;
-        let price = |p: usize| modelled_cost(w, self.rtt_from(&head, p), svc.penalty[p]);
-        let q = head.q as usize;
-        let mut best: Option<(u32, f64)> = None;
-        if let Some(profile) = svc.profile {
-            let shift = w.rtt * slack;
-            for &(value, p) in &self.profiles[profile].order[q * n..(q + 1) * n] {
-                let lower = value - shift;
-                let lower = lower - 1e-9 * lower.abs().max(1.0);
-                if best.is_some_and(|(_, c)| lower > c) {
-                    break;
-                }
-                if fits(p) {
-                    let c = price(p as usize);
-                    if better(c, p, best) {
-                        best = Some((p, c));
-                    }
-                }
-            }
-            return best;
-        }
-        for &(key, p) in &self.by_key[q * n..(q + 1) * n] {
-            let p_ = p as usize;
-            let lower = w.rtt * (key - slack);
-            if best.is_some_and(|(_, c)| lower + svc.min_penalty > c) {
-                break;
-            }
-            if !fits(p) || best.is_some_and(|(_, c)| lower + svc.penalty[p_] > c) {
-                continue;
-            }
-            let c = price(p_);
-            if better(c, p, best) {
-                best = Some((p, c));
-            }
-        }
-        best
+        let mut top = Vec::with_capacity(2);
+        self.scan(svc, &head, 1, fits, &mut top);
+        top.first().copied()
     }
 
     /// The cheapest serving PoP other than `skip` from a list (one or two entries long).
@@ -837,12 +783,27 @@ impl Planner {
         if top.len() == k && top[k - 1].1 < bound {
             return top;
         }
-        // Bounded scan of the nearest PoP's list: stop once no unseen PoP can be cheaper.
-        // (No explicit cost row here: the model prices every PoP.)
+        top.clear();
+        self.scan(svc, &head, k, |p| self.serving(svc, p as usize), &mut top);
+        top
+    }
+
+    /// Bounded scan of the nearest PoP's list for the `k` cheapest PoPs that `fit` (which
+    /// must imply serving), by (cost, PoP), into `top` (empty): it stops once no unseen PoP
+    /// can be cheaper than the k-th found. For a group with a known location and no
+    /// explicit cost row (the model prices every PoP) and a non-negative RTT weight.
+    fn scan(
+        &self,
+        svc: &Service,
+        head: &Head,
+        k: usize,
+        fit: impl Fn(u32) -> bool,
+        top: &mut Vec<(u32, f64)>,
+    ) {
+        let w = &svc.spec.weights;
         let n = self.latency.len();
         let slack = head.q_ms - self.latency.distance().base_ms + MARGIN_MS;
-        let price = |p: usize| modelled_cost(w, self.rtt_from(&head, p), svc.penalty[p]);
-        top.clear();
+        let price = |p: usize| modelled_cost(w, self.rtt_from(head, p), svc.penalty[p]);
         let q = head.q as usize;
         if let Some(profile) = svc.profile {
             // In the profile's order the lower bounds `w·(key − slack) + penalty` ascend,
@@ -855,12 +816,12 @@ impl Planner {
                 if top.len() == k && lower > top[k - 1].1 {
                     break;
                 }
-                if self.serving(svc, p as usize) {
+                if fit(p) {
                     let c = price(p as usize);
-                    _ = insert_top(&mut top, k, (p, c), |e| (e.1, e.0));
+                    _ = insert_top(top, k, (p, c), |e| (e.1, e.0));
                 }
             }
-            return top;
+            return;
         }
         for &(key, p) in &self.by_key[q * n..(q + 1) * n] {
             let p_ = p as usize;
@@ -870,13 +831,12 @@ impl Planner {
             if full && lower + svc.min_penalty > top[k - 1].1 {
                 break;
             }
-            if !self.serving(svc, p_) || (full && lower + svc.penalty[p_] > top[k - 1].1) {
+            if !fit(p) || (full && lower + svc.penalty[p_] > top[k - 1].1) {
                 continue;
             }
             let c = price(p_);
-            _ = insert_top(&mut top, k, (p, c), |e| (e.1, e.0));
+            _ = insert_top(top, k, (p, c), |e| (e.1, e.0));
         }
-        top
     }
 
     /// Candidates of `g` plus the serving PoPs of its previous list.
